@@ -1,21 +1,15 @@
-"""Shared test helpers: one tolerance policy for the whole suite."""
+"""Puts the repository root and tests/ on sys.path, and keeps tests out of the real cache."""
 
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("PIPELINE_CACHE_DIR", str(Path(__file__).resolve().parent / ".cache-should-not-be-used"))
-
-# Stated tolerances: float32 networks compared with float32 references agree to ~1e-5
-# relative; ports compared with an independent implementation agree to 1e-3 absolute.
-TOL_F32 = dict(rtol=1e-5, atol=1e-5)
-TOL_PORT = dict(rtol=0.0, atol=1e-3)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
-def assert_allclose(actual, desired, rtol: float = 1e-5, atol: float = 1e-5, err_msg: str = "") -> None:
-    """The one numeric comparison of the suite; tolerances are always explicit at the call."""
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(desired, dtype=np.float64),
-                               rtol=rtol, atol=atol, err_msg=err_msg)
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own feature store, so none can touch the user's cache/."""
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
