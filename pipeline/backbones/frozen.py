@@ -1,0 +1,54 @@
+"""A frozen backbone as one jitted function: uint8 images in, pooled taps out."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pipeline.backbones.base import Backbone, Tap, resolve_taps
+
+POOLS = ("avg", "max", "none")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def pool_features(x: jax.Array, pool: str) -> jax.Array:
+    """Global pooling of a (B, H, W, C) map; vectors (B, D) pass unchanged."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; valid: {', '.join(POOLS)}")
+    if x.ndim != 4 or pool == "none":
+        return x
+    return jnp.mean(x, axis=(1, 2)) if pool == "avg" else jnp.max(x, axis=(1, 2))
+
+
+def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dtype: str = "float32",
+                 resolution: int | None = None) -> Callable[[jax.Array], dict[str, jax.Array]]:
+    """Compiles preprocessing + the network up to the deepest tap + pooling.
+
+    Args:
+      model: a backbone (inference mode).
+      taps: names or indices.
+      pool: 'avg' | 'max' | 'none' for spatial taps.
+      dtype: compute dtype, 'float32' or 'bfloat16'; outputs are always float32.
+      resolution: input side (defaults to the backbone's).
+    Returns:
+      f(images uint8 (B, H, W, C)) -> {tap: float32 (B, ...)}; the parameters are arguments of the
+      compiled program, not constants folded into it.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    pool_features(jnp.zeros((1, 1)), pool)  # validates `pool` before any compile
+    names = resolve_taps(model.tap_names(), taps)
+    graph, state = nnx.split(model)
+    compute = DTYPES[dtype]
+
+    @jax.jit
+    def run(state, images):
+        state = jax.tree.map(lambda a: a.astype(compute) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+        x = model.preprocessing(images, resolution).astype(compute)
+        feats = nnx.merge(graph, state).features(x, names)
+        return {k: pool_features(v, pool).astype(jnp.float32) for k, v in feats.items()}
+
+    return lambda images: run(state, images)

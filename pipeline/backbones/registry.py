@@ -1,0 +1,139 @@
+"""Backbones by name: a table of families and variants, and weight loading for each."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from flax import nnx
+
+from pipeline import paths
+from pipeline.backbones.base import Backbone
+from pipeline.backbones.torch_layout import torch_to_nnx
+from pipeline.weights import detect_format, load_params, load_state_dict, save_params
+from pipeline.weights.nnx_state import assign_flat, flatten_state
+
+PARAMS_FORMAT = "pipeline-params/1"  # metadata tag of checkpoints written by `save`
+WEIGHTS_CHOICES = ("pretrained", "random", "PATH")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One backbone variant: a family's module class with one config (variants are data).
+
+    pretrained: returns the default weights file, or raises saying how to get it.
+    torch_keys: maps PyTorch module paths to this module's, for importing torch/safetensors files.
+    class_names: names of the pre-trained outputs (ImageNet's 1,000 classes, say), if known.
+    """
+
+    name: str
+    module: type[Backbone]
+    config: Any
+    description: str
+    pretrained: Callable[[], Path] | None = None
+    torch_keys: Callable[[str], str] | None = None
+    class_names: Callable[[], builtins.list[str]] | None = None
+
+    def build(self, rngs: nnx.Rngs, config: dict | None = None, **options: Any) -> Backbone:
+        """A randomly initialised module; `config` (from a saved checkpoint) overrides the variant's."""
+        cfg = self.config
+        if config is not None:
+            cfg = type(cfg)(**{k: tuple(v) if isinstance(v, builtins.list) else v for k, v in config.items()})
+        return self.module(cfg, name=self.name, rngs=rngs, **options)
+
+
+_REGISTRY: dict[str, Registered] = {}
+
+
+def register(entry: Registered) -> Registered:
+    """Adds a variant; a second registration under the same name is an error."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"backbone {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb, as timm's list_models
+    """Names of all registered backbones, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Registered:
+    """The registered variant `name`; an unknown name lists the registered ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create(name: str, weights: str | Path = "pretrained", *, seed: int = 0, **options: Any) -> Backbone:
+    """Builds a backbone and loads its weights.
+
+    Args:
+      name: a registered backbone.
+      weights: 'pretrained' (the variant's default weights), 'random' (initialised from `seed`), or a
+        path to a PyTorch (.pth/.pt, legacy or zip), safetensors, or `save`d checkpoint.
+      seed: initialisation seed (parameters a checkpoint does not set keep no trace of it).
+      **options: passed to the module, e.g. depthwise='native' for EfficientNet-Lite.
+    Returns:
+      The module in inference mode (BatchNorm uses its running statistics).
+    """
+    entry = get(name)
+    if weights == "random":
+        return entry.build(nnx.Rngs(seed), **options)
+    if weights == "pretrained":
+        if entry.pretrained is None:
+            raise ValueError(f"backbone {name!r} has no default pre-trained weights; pass weights='random' or a path")
+        path = entry.pretrained()
+    else:
+        path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist (valid: {', '.join(WEIGHTS_CHOICES)})")
+    return load(entry, path, seed=seed, **options)
+
+
+def load(entry: Registered, path: Path, *, seed: int = 0, **options: Any) -> Backbone:
+    """Builds `entry` and fills it from the checkpoint at `path` (own format, torch or safetensors)."""
+    meta = _own_metadata(path)
+    if meta is not None:
+        if meta.get("backbone") != entry.name:
+            raise ValueError(f"{path} holds a {meta.get('backbone')!r} backbone, not {entry.name!r}")
+        model = entry.build(nnx.Rngs(seed), json.loads(meta.get("config", "null")), **options)
+        flat, _ = load_params(path)
+    else:
+        if entry.torch_keys is None:
+            raise ValueError(f"{path} is not a checkpoint written by pipeline, and backbone {entry.name!r} "
+                             "has no PyTorch key map to import it")
+        model = entry.build(nnx.Rngs(seed), **options)
+        flat = torch_to_nnx(load_state_dict(path), entry.torch_keys)
+    assign_flat(model, flat, source=str(path))
+    return model
+
+
+def _own_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a checkpoint `save` wrote, or None for any other file."""
+    if detect_format(path) != "safetensors":
+        return None
+    _, meta = load_params(path)
+    return meta if meta.get("format") == PARAMS_FORMAT else None
+
+
+def save(model: Backbone, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Writes all of a backbone's state (parameters and BatchNorm statistics) as safetensors.
+
+    The file loads back with `create(model.name, weights=path)`, so a fine-tuned network can be
+    extracted from like any other backbone.
+    """
+    meta = {"format": PARAMS_FORMAT, "backbone": model.name, "config": json.dumps(dataclasses.asdict(model.config))}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    path = Path(path)
+    save_params(path, flatten_state(nnx.state(model)), meta)
+    return path
+
+
+def default_weights_dir() -> Path:
+    """Where `pretrain` writes and the registry looks for project-trained weights."""
+    return paths.cache_dir() / "weights"

@@ -1,0 +1,112 @@
+"""Small named pieces of a classifier training loop over an nnx model: loss, steps, schedule.
+
+The model is split once into a static graph and pytrees (trainable parameters, everything else:
+BatchNorm statistics); the steps are pure functions jitted with `jax.jit`, so optax sees plain
+pytrees and freezing or per-group learning rates stay a matter of optax composition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+def warmup_cosine(lr: float, total_steps: int, warmup_fraction: float = 0.05) -> optax.Schedule:
+    """Linear warm-up to `lr`, then cosine decay to zero over the remaining steps."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
+
+
+def decay_mask(params: Any) -> Any:
+    """True for weight matrices and kernels; False for biases and norm scales (no weight decay there)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean softmax cross-entropy and accuracy of (B, K) logits against (B,) integer labels."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+
+@dataclass
+class TrainState:
+    """Everything a step reads and writes: trainable params, other state (BN stats), optimizer state."""
+
+    params: Any
+    rest: Any
+    opt_state: Any
+    step: int = 0
+
+
+class ClassifierSteps:
+    """Jitted `train_step` / `eval_step` for a model mapping preprocessed images to logits.
+
+    Args:
+      model: the nnx module; trained in train mode (BatchNorm batch statistics unless frozen).
+      tx: the optax transformation (freezing and learning-rate groups are composed into it).
+      prepare: uint8 images (B, H, W, C) -> model input, run inside the jitted step (on the accelerator).
+      augment: optional (key, images) -> images, applied before `prepare` in training only.
+    """
+
+    def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
+                 prepare: Callable[[jax.Array], jax.Array],
+                 augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None):
+        model.train()
+        self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
+        model.eval()
+        self.eval_graph, _, _ = nnx.split(model, nnx.Param, ...)
+        self.tx = tx
+        self.prepare = prepare
+        self.augment = augment
+        self.initial = TrainState(params, rest, tx.init(params))
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1, 2))
+        self.eval_step = jax.jit(self._eval_step)
+
+    def loss_fn(self, params: Any, rest: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[dict, Any]]:
+        # copy=True: fresh Variables at this trace level, so BatchNorm may update them under jax.grad.
+        model = nnx.merge(self.train_graph, params, rest, copy=True)
+        loss, metrics = cross_entropy(model(x), y)
+        return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+    def _train_step(self, params, rest, opt_state, images, labels, key):
+        if self.augment is not None:
+            images = self.augment(key, images)
+        x = self.prepare(images)
+        grads, (metrics, rest) = jax.grad(self.loss_fn, has_aux=True)(params, rest, x, labels)
+        updates, opt_state = self.tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, metrics
+
+    def _eval_step(self, params, rest, images, labels):
+        model = nnx.merge(self.eval_graph, params, rest)
+        logits = model(self.prepare(images))
+        _, metrics = cross_entropy(logits, labels)
+        return metrics, logits
+
+    def step(self, state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array) -> dict[str, float]:
+        """One optimisation step; updates `state` in place and returns its metrics."""
+        state.params, state.rest, state.opt_state, metrics = self.train_step(
+            state.params, state.rest, state.opt_state, images, labels, key)
+        state.step += 1
+        return metrics
+
+    def evaluate(self, state: TrainState, batches) -> dict[str, float]:
+        """Mean loss and accuracy over an iterable of (images, labels) batches, weighted by size."""
+        total, loss, correct = 0, 0.0, 0.0
+        for images, labels in batches:
+            metrics, _ = self.eval_step(state.params, state.rest, images, labels)
+            n = len(labels)
+            total += n
+            loss += float(metrics["loss"]) * n
+            correct += float(metrics["accuracy"]) * n
+        if total == 0:
+            raise ValueError("evaluate() got no batches")
+        return {"loss": loss / total, "accuracy": correct / total}
+
+    def model(self, state: TrainState) -> nnx.Module:
+        """The trained model in inference mode."""
+        return nnx.merge(self.eval_graph, state.params, state.rest)
