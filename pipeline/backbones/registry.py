@@ -25,7 +25,8 @@ WEIGHTS_CHOICES = ("pretrained", "random", "PATH")
 class Registered:
     """One backbone variant: a family's module class with one config (variants are data).
 
-    pretrained: returns the default weights file, or raises saying how to get it.
+    pretrained: returns the default weights file, or raises saying how to get it; without it, the
+      weights `pretrain` wrote to `default_weights_dir()/<name>.safetensors` are the default.
     torch_keys: maps PyTorch module paths to this module's, for importing torch/safetensors files.
     class_names: names of the pre-trained outputs (ImageNet's 1,000 classes, say), if known.
     """
@@ -85,9 +86,7 @@ def create(name: str, weights: str | Path = "pretrained", *, seed: int = 0, **op
     if weights == "random":
         return entry.build(nnx.Rngs(seed), **options)
     if weights == "pretrained":
-        if entry.pretrained is None:
-            raise ValueError(f"backbone {name!r} has no default pre-trained weights; pass weights='random' or a path")
-        path = entry.pretrained()
+        path = entry.pretrained() if entry.pretrained else _trained_here(name)
     else:
         path = Path(weights)
     if not path.is_file():
@@ -131,6 +130,17 @@ def save(model: Backbone, path: str | Path, extra: dict[str, Any] | None = None)
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     path = Path(path)
     save_params(path, flatten_state(nnx.state(model)), meta)
+    return path
+
+
+def _trained_here(name: str) -> Path:
+    """Weights that `pretrain` wrote for a backbone that ships none."""
+    path = default_weights_dir() / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone {name!r} ships no weights and none were trained here ({path} does not exist): run "
+            f"`python -m pipeline pretrain --backbone {name} --dataset fashion-mnist --classes 0-4`, "
+            "or pass weights='random' or a checkpoint path")
     return path
 
 

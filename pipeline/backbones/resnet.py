@@ -60,9 +60,9 @@ class Bottleneck(nnx.Module):
 
     def __init__(self, cin: int, planes: int, stride: int, *, rngs: nnx.Rngs):
         cout = planes * self.expansion
-        self.conv1, self.bn1 = conv(cin, planes, 1, stride, rngs=rngs), batch_norm(planes, BN_EPS, rngs=rngs)
-        self.conv2, self.bn2 = conv(planes, planes, 3, padding=1, rngs=rngs), batch_norm(planes, BN_EPS,
-                                                                                                 rngs=rngs)
+        self.conv1, self.bn1 = conv(cin, planes, 1, rngs=rngs), batch_norm(planes, BN_EPS, rngs=rngs)
+        self.conv2 = conv(planes, planes, 3, stride, padding=1, rngs=rngs)
+        self.bn2 = batch_norm(planes, BN_EPS, rngs=rngs)
         self.conv3, self.bn3 = conv(planes, cout, 1, rngs=rngs), batch_norm(cout, BN_EPS, rngs=rngs)
         self.downsample_conv, self.downsample_bn = _downsample(cin, cout, stride, rngs)
 
@@ -81,6 +81,7 @@ def _downsample(cin: int, cout: int, stride: int, rngs: nnx.Rngs) -> tuple[nnx.C
 
 
 def _skip(block: BasicBlock | Bottleneck, x: jax.Array) -> jax.Array:
+    """The residual branch: the input itself, or its projection."""
     if block.downsample_conv is None:
         return x
     return block.downsample_bn(block.downsample_conv(x))
@@ -101,30 +102,34 @@ class ResNet(Backbone):
             raise ValueError(f"ResNet layers must be four positive block counts, got {config.layers!r}")
         self.name = name
         self.config = config
-        self.preprocessing = Preprocessing(resolution=config.resolution, resize=round(config.resolution * 256 / 224),
+        self.preprocessing = Preprocessing(resolution=config.resolution, resize=int(config.resolution * 256 / 224),
                                            mean=IMAGENET_MEAN, std=IMAGENET_STD, resample="bilinear")
         block = BasicBlock if config.block == "basic" else Bottleneck
         width = config.width
         self.conv1 = conv(3, width, 7, 2, padding=3, rngs=rngs)
         self.bn1 = batch_norm(width, BN_EPS, rngs=rngs)
         cin = width
+        layers = []
         for i, count in enumerate(config.layers):
             planes = width * 2 ** i
             blocks = []
             for j in range(count):
                 blocks.append(block(cin, planes, 2 if i > 0 and j == 0 else 1, rngs=rngs))
                 cin = planes * block.expansion
-            setattr(self, f"layer{i + 1}", nnx.List(blocks))
+            layers.append(nnx.List(blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.fc = nnx.Linear(cin, config.num_classes, rngs=rngs)
 
     def stages(self) -> list[tuple[str, Callable[[jax.Array], jax.Array]]]:
         stages = [("stem", lambda x: _max_pool(nnx.relu(self.bn1(self.conv1(x)))))]
-        stages += [(f"layer{i}", _sequential(getattr(self, f"layer{i}"))) for i in range(1, 5)]
+        layers = (self.layer1, self.layer2, self.layer3, self.layer4)
+        stages += [(f"layer{i}", _sequential(layer)) for i, layer in enumerate(layers, 1)]
         stages += [("pool", lambda x: jnp.mean(x, axis=(1, 2))), ("logits", self.fc)]
         return stages
 
 
 def _sequential(blocks: nnx.List) -> Callable[[jax.Array], jax.Array]:
+    """One stage: its blocks in order."""
     def run(x: jax.Array) -> jax.Array:
         for block in blocks:
             x = block(x)
@@ -150,7 +155,9 @@ def pretrained_weights(file_name: str) -> Callable[[], Path]:
     ($TORCH_HOME/hub/checkpoints, where torchvision saves it); nothing is downloaded.
     """
     def find() -> Path:
-        torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
+        # torch.hub's rule: $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        torch_home = Path(os.environ.get("TORCH_HOME") or Path(cache) / "torch")
         places = [default_weights_dir() / file_name, torch_home / "hub" / "checkpoints" / file_name]
         for path in places:
             if path.is_file():
