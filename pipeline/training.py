@@ -33,6 +33,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict
     return loss, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
+def _cast(tree: Any, dtype: Any) -> Any:
+    """Floating leaves to `dtype` (a no-op for float32); integer leaves unchanged."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
 @dataclass
 class TrainState:
     """Everything a step reads and writes: trainable params, other state (BN stats), optimizer state."""
@@ -47,31 +52,43 @@ class ClassifierSteps:
     """Jitted `train_step` / `eval_step` for a model mapping preprocessed images to logits.
 
     Args:
-      model: the nnx module; trained in train mode (BatchNorm batch statistics unless frozen).
+      model: the nnx module.
       tx: the optax transformation (freezing and learning-rate groups are composed into it).
       prepare: uint8 images (B, H, W, C) -> model input, run inside the jitted step (on the accelerator).
       augment: optional (key, images) -> images, applied before `prepare` in training only.
+      train_bn: True trains in train mode (BatchNorm normalises with batch statistics and updates its
+        running ones); False keeps inference-mode BatchNorm while training (frozen statistics).
+      compute_dtype: the forward/backward dtype (e.g. jnp.bfloat16); parameters, optimizer state and
+        the loss stay float32.
     """
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
                  prepare: Callable[[jax.Array], jax.Array],
-                 augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None):
-        model.train()
-        self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
+                 augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None, *,
+                 train_bn: bool = True, compute_dtype: Any = jnp.float32):
         model.eval()
-        self.eval_graph, _, _ = nnx.split(model, nnx.Param, ...)
+        self.eval_graph, params, rest = nnx.split(model, nnx.Param, ...)
+        if train_bn:
+            model.train()
+            self.train_graph, _, _ = nnx.split(model, nnx.Param, ...)
+            model.eval()
+        else:
+            self.train_graph = self.eval_graph
         self.tx = tx
         self.prepare = prepare
         self.augment = augment
+        self.compute_dtype = compute_dtype
         self.initial = TrainState(params, rest, tx.init(params))
         self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1, 2))
         self.eval_step = jax.jit(self._eval_step)
 
     def loss_fn(self, params: Any, rest: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[dict, Any]]:
         # copy=True: fresh Variables at this trace level, so BatchNorm may update them under jax.grad.
-        model = nnx.merge(self.train_graph, params, rest, copy=True)
-        loss, metrics = cross_entropy(model(x), y)
-        return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+        model = nnx.merge(self.train_graph, _cast(params, self.compute_dtype), _cast(rest, self.compute_dtype),
+                          copy=True)
+        loss, metrics = cross_entropy(model(x.astype(self.compute_dtype)).astype(jnp.float32), y)
+        new_rest = jax.tree.map(lambda new, old: new.astype(old.dtype), nnx.state(model, nnx.Not(nnx.Param)), rest)
+        return loss, (metrics, new_rest)
 
     def _train_step(self, params, rest, opt_state, images, labels, key):
         if self.augment is not None:
@@ -82,8 +99,8 @@ class ClassifierSteps:
         return optax.apply_updates(params, updates), rest, opt_state, metrics
 
     def _eval_step(self, params, rest, images, labels):
-        model = nnx.merge(self.eval_graph, params, rest)
-        logits = model(self.prepare(images))
+        model = nnx.merge(self.eval_graph, _cast(params, self.compute_dtype), _cast(rest, self.compute_dtype))
+        logits = model(self.prepare(images).astype(self.compute_dtype)).astype(jnp.float32)
         _, metrics = cross_entropy(logits, labels)
         return metrics, logits
 

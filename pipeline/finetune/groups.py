@@ -1,0 +1,141 @@
+"""Parameter groups by path: which stage owns each parameter, the mode's labels, and the optax chain.
+
+Freezing and per-group learning rates are expressed only as optax composition: a label per
+parameter path, `optax.multi_transform` over the labels, `optax.set_to_zero()` for frozen ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from pipeline.backbones import Backbone
+from pipeline.training import decay_mask
+
+MODES = ("full", "last-k", "lp-ft", "scratch")
+OPTIMIZERS = ("adamw", "sgd")
+LABELS = ("head", "backbone", "frozen")
+
+
+def path_name(path: tuple) -> str:
+    """A jax key path of an nnx state leaf -> the '.'-joined name `flatten_state` uses ('blocks.0.bn1.scale')."""
+    parts = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.DictKey):
+            parts.append(str(entry.key))
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            parts.append(str(entry.idx))
+    return ".".join(parts)
+
+
+def stage_params(model: Backbone, resolution: int | None = None) -> dict[str, list[str]]:
+    """The parameters each stage reads, found from the stage's traced program (no compute).
+
+    Args:
+      model: a backbone; resolution: the input side used for shape inference (default its own).
+    Returns:
+      {stage name: ['.'-joined parameter names]} in stage order; a parameter shared by two stages
+      is listed under both.
+    """
+    graph, params, rest = nnx.split(model, nnx.Param, ...)
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [path_name(p) for p, _ in with_paths]
+    leaves = [leaf for _, leaf in with_paths]
+    side = resolution or model.preprocessing.resolution
+    shape = (1, side, side, model.preprocessing.channels)
+    out: dict[str, list[str]] = {}
+    for i, (stage, info) in enumerate(zip(model.tap_names(), model.tap_infos(side))):
+        def run(leaves, x, i=i):
+            return nnx.merge(graph, jax.tree.unflatten(treedef, leaves), rest).stages()[i][1](x)
+
+        jaxpr = jax.make_jaxpr(run)(leaves, jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr
+        used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
+        out[stage] = [n for n, v in zip(names, jaxpr.invars[:len(leaves)]) if id(v) in used]
+        shape = (1, *info.shape)
+    return out
+
+
+def param_labels(model: Backbone, mode: str, k: int | None = None, resolution: int | None = None) -> dict[str, str]:
+    """Each parameter's group: 'head' (the classifier), 'backbone' (trainable) or 'frozen'.
+
+    Args:
+      mode: one of MODES; 'last-k' trains the last `k` stages before the classifier, the rest is frozen.
+      k: for 'last-k', 0 (head only) .. number of stages before the classifier.
+    Returns:
+      {'.'-joined parameter name: label}.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    stages = stage_params(model, resolution)
+    order = list(stages)
+    body = order[:-1]  # the last stage is the classifier
+    if mode == "last-k":
+        if k is None or isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(body):
+            raise ValueError(f"mode 'last-k' needs k in 0..{len(body)} (stages of {model.name}: "
+                             f"{', '.join(body)}), got {k!r}")
+        trainable = set(body[len(body) - k:])
+    elif k is not None:
+        raise ValueError(f"k is only used by mode 'last-k', not {mode!r}")
+    else:
+        trainable = set(body)
+    labels: dict[str, str] = {}
+    for stage in body:  # a parameter shared by a frozen and a trainable stage is trained
+        for name in stages[stage]:
+            if stage in trainable:
+                labels[name] = "backbone"
+            else:
+                labels.setdefault(name, "frozen")
+    for name in stages[order[-1]]:
+        labels[name] = "head"
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        labels.setdefault(path_name(path), "frozen")  # read by no stage: nothing to train
+    return labels
+
+
+def label_fn(labels: dict[str, str]) -> Callable[[Any], Any]:
+    """params pytree -> the same tree of labels, looked up by each leaf's path."""
+    def fn(params: Any) -> Any:
+        return jax.tree_util.tree_map_with_path(lambda path, _: labels[path_name(path)], params)
+    return fn
+
+
+def build_tx(labels: dict[str, str], schedule: optax.ScalarOrSchedule, *, backbone_lr_mult: float = 0.1,
+             weight_decay: float = 1e-4, optimizer: str = "adamw", accum_steps: int = 1) -> optax.GradientTransformation:
+    """The optimizer: one `optimizer` per trainable group, zero updates for frozen parameters.
+
+    Args:
+      labels: from `param_labels`.
+      schedule: the head's learning rate (a float or an optax schedule over steps).
+      backbone_lr_mult: the backbone group's learning rate is the head's times this.
+      weight_decay: decoupled (AdamW) weight decay, masked off for biases and norm scales; 'sgd' has none.
+      optimizer: 'adamw' or 'sgd' (plain, for tests and baselines).
+      accum_steps: > 1 accumulates gradients over that many steps (`optax.MultiSteps`).
+    Returns:
+      An optax transformation for the trainable-parameter pytree.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if isinstance(accum_steps, bool) or not isinstance(accum_steps, int) or accum_steps < 1:
+        raise ValueError(f"accum_steps must be an int >= 1, got {accum_steps!r}")
+    if backbone_lr_mult < 0:
+        raise ValueError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
+    unknown = sorted(set(labels.values()) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown labels {unknown}; valid: {', '.join(LABELS)}")
+
+    def scaled(mult: float) -> optax.ScalarOrSchedule:
+        return (lambda step: schedule(step) * mult) if callable(schedule) else schedule * mult
+
+    def make(lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+        if optimizer == "sgd":
+            return optax.sgd(lr)
+        return optax.adamw(lr, weight_decay=weight_decay, mask=decay_mask)
+
+    tx = optax.multi_transform({"head": make(schedule), "backbone": make(scaled(backbone_lr_mult)),
+                                "frozen": optax.set_to_zero()}, label_fn(labels))
+    return optax.MultiSteps(tx, accum_steps) if accum_steps > 1 else tx

@@ -1,0 +1,188 @@
+"""`finetune(...)`: data, model surgery, optimizer groups, the loop, metrics, plot and export in one call."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from pipeline import backbones
+from pipeline.backbones.base import Backbone
+from pipeline.data import Geometry, Source, open_source
+from pipeline.finetune.augment import augment_batch
+from pipeline.finetune.checkpoint import Checkpoints
+from pipeline.finetune.groups import MODES, build_tx, param_labels
+from pipeline.finetune.loop import EpochCallback, StepProgress, eval_batches, fit
+from pipeline.finetune.transfer import build_target, penultimate_tap, set_linear_head
+from pipeline.training import ClassifierSteps, warmup_cosine
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Where the run's files went and how it did."""
+
+    out: Path
+    backbone_path: Path  # the exported network (`extract --weights` loads it)
+    test_accuracy: float
+    best_val_accuracy: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    resumed_from: int | None
+    seconds: float
+    probe_val_accuracy: float | None  # lp-ft: the linear probe's validation accuracy
+    history: list[dict]
+
+    def summary(self) -> dict[str, Any]:
+        """Plain values for `--json`."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def load_split(source: Source, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """All images (N, H, W, C) uint8 and labels (N,) of a source, in memory; array data sets keep their
+    native size (preprocessing resizes on the accelerator), folders are decoded at `geometry`."""
+    batches = list(source.iter_batches(1024, geometry=None if source.native_shape else geometry))
+    if not batches:
+        raise ValueError(f"{source.spec} split {source.split!r} selects no images")
+    return np.concatenate([b.images for b in batches]), np.concatenate([b.labels for b in batches])
+
+
+def default_out(mode: str) -> Path:
+    return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-finetune-{mode}"
+
+
+def linear_probe(backbone: str, weights: str | Path, dataset: str, tap: str, *, resolution: int | None,
+                 data: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """A linear head on the cached (extracted once, avg-pooled) `tap` features of train, scored on val.
+
+    Returns:
+      coef (D, K), intercept (K,) in the feature space of `tap`, and the validation accuracy.
+    """
+    from pipeline.extract import extract
+    from pipeline.heads.estimators import LinearHead
+    from pipeline.store import load
+
+    feats = {}
+    for split in ("train", "val"):
+        entry = extract(backbone, dataset, [tap], weights=weights, split=split, pool="avg", resolution=resolution,
+                        seed=seed, **data).entry
+        feats[split] = load(entry, tap)
+    head = LinearHead(seed=seed).fit(*feats["train"], *feats["val"])
+    return head.coef_, head.intercept_, float(head.score(*feats["val"]))
+
+
+def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | Path = "pretrained",
+             k: int | None = None, classes: Sequence[int] | None = None, per_class: int | None = None,
+             limit: int | None = None, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+             backbone_lr_mult: float = 0.1, weight_decay: float = 1e-4, resolution: int | None = None,
+             augment: bool = True, flip: bool = True, train_bn: bool = False, dtype: str = "float32",
+             accum_steps: int = 1, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
+             seed: int = 0, progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
+             ) -> FinetuneResult:
+    """Fine-tunes a pre-trained backbone with a new classifier on a target data set.
+
+    Args:
+      backbone, weights: registered name and its weights ('pretrained' or a checkpoint path).
+      dataset, classes, per_class, limit, seed: the target task (see `pipeline.data.open_source`);
+        splits train (training), val (per-epoch validation, early stopping) and test (final score).
+      mode: 'full' (all trainable, backbone lr = lr * backbone_lr_mult), 'last-k' (the last `k` stages
+        before the classifier and the classifier; the rest frozen), 'lp-ft' (classifier initialised
+        by a linear probe on cached features, then full), 'scratch' (same network, random init).
+      epochs, batch_size, lr, weight_decay: AdamW with warm-up + cosine decay; `lr` is the head's.
+      resolution: train and export at this input side (families with a resolution setting).
+      augment, flip: random resized crop (+ horizontal flip) in the jitted step.
+      train_bn: update BatchNorm statistics (default: inference-mode BatchNorm, frozen statistics).
+      dtype: compute dtype 'float32' or 'bfloat16' (parameters stay float32).
+      accum_steps: gradient accumulation; the effective batch is batch_size * accum_steps.
+      patience: early stopping after this many epochs without better validation accuracy (None: off).
+      checkpoint_every: orbax checkpoint every this many steps into OUT/checkpoints (0: off); a rerun
+        with the same OUT resumes from the latest one.
+      out: run directory (default runs/<timestamp>-finetune-<mode>): metrics.json, curve.png,
+        backbone.safetensors.
+      progress, on_epoch: callbacks (step, total, metrics) and (epoch record).
+    Returns:
+      FinetuneResult.
+    """
+    start = time.perf_counter()
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    data = dict(classes=classes, per_class=per_class, limit=limit)
+    train_source = open_source(dataset, "train", seed=seed, **data)
+    num_classes = len(train_source.class_names)
+    model = build_target(backbone, num_classes, weights="random" if mode == "scratch" else weights,
+                         resolution=resolution, seed=seed)
+    p = model.preprocessing
+    geometry = Geometry(p.resolution, p.resize, p.resample)
+    train = load_split(train_source, geometry)
+    val = load_split(open_source(dataset, "val", seed=seed, **data), geometry)
+    test = load_split(open_source(dataset, "test", seed=seed, **data), geometry)
+
+    probe_accuracy = None
+    if mode == "lp-ft":
+        coef, intercept, probe_accuracy = linear_probe(backbone, weights, dataset, penultimate_tap(model),
+                                                       resolution=resolution, data=data, seed=seed)
+        set_linear_head(model, coef, intercept)
+    labels = param_labels(model, mode, k)
+    updates = epochs * (len(train[0]) // batch_size) // accum_steps
+    tx = build_tx(labels, warmup_cosine(lr, max(updates, 1)), backbone_lr_mult=backbone_lr_mult,
+                  weight_decay=weight_decay, accum_steps=accum_steps)
+    augment_fn = (lambda key, images: augment_batch(key, images, flip)) if augment else None
+    steps = ClassifierSteps(model, tx, p, augment_fn, train_bn=train_bn, compute_dtype=DTYPES[dtype])
+
+    out = Path(out) if out is not None else default_out(mode)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(out / "checkpoints") if checkpoint_every else None
+    try:
+        result = fit(steps, train, val, epochs=epochs, batch_size=batch_size, seed=seed, patience=patience,
+                     checkpoints=checkpoints, checkpoint_every=checkpoint_every, progress=progress,
+                     on_epoch=on_epoch)
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
+    test_metrics = steps.evaluate(result.state, eval_batches(*test))
+    tuned = steps.model(result.state)
+    settings = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, classes=classes,
+                    per_class=per_class, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr,
+                    backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, resolution=p.resolution,
+                    augment=augment, train_bn=train_bn, dtype=dtype, accum_steps=accum_steps, seed=seed,
+                    class_names=train_source.class_names)
+    path = backbones.save(tuned, out / "backbone.safetensors", extra={
+        "finetune": settings, "val_accuracy": result.best_val_accuracy, "test_accuracy": test_metrics["accuracy"]})
+    outcome = FinetuneResult(out, path, test_metrics["accuracy"], result.best_val_accuracy, result.best_epoch,
+                             len(result.history), result.stopped_early, result.resumed_from,
+                             time.perf_counter() - start, probe_accuracy, result.history)
+    (out / "metrics.json").write_text(json.dumps({"settings": settings, **outcome.summary()}, indent=2))
+    plot_curves(result.history, out / "curve.png", title=f"{backbone} {mode} on {dataset}")
+    return outcome
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
+    """Training and validation loss and accuracy per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for split in ("train", "val"):
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], marker="o", label=split)
+        ax_acc.plot(epochs, [h[f"{split}_accuracy"] for h in history], marker="o", label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy")
+    ax_acc.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

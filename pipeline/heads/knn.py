@@ -1,0 +1,91 @@
+"""k-NN classification accuracy with cosine similarity, several k at once, in test-row chunks.
+
+Votes: each of the k most similar training rows gives one vote to its class; a tie in votes goes to
+the tied class with the larger summed similarity of its voters, then to the smallest label.
+(scikit-learn's KNeighborsClassifier breaks vote ties by the smallest label only, so the two can
+differ on tied votes.) Neighbours tied in similarity at the k-th place are taken in arbitrary order.
+A zero feature vector has similarity 0 to every row (as with sklearn's cosine metric).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.heads._inputs import (check_classes, check_features, check_known_labels, check_labels,
+                                    check_positive_int, check_same_width)
+
+CHUNK_ROWS = 1024
+
+
+def _unit_rows(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rows scaled to unit L2 norm; zero rows stay zero."""
+    x = x.astype(dtype)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1)
+
+
+def _check_ks(k: int | Sequence[int], n_train: int) -> list[int]:
+    """Sorted distinct ks, each a positive int no larger than the training set."""
+    ks = [k] if isinstance(k, (int, np.integer)) else list(k)
+    if not ks:
+        raise ValueError("k must be a positive int or a non-empty sequence of them, got []")
+    ks = sorted({check_positive_int("k", v) for v in ks})
+    if ks[-1] > n_train:
+        raise ValueError(f"k={ks[-1]} exceeds the {n_train} training samples")
+    return ks
+
+
+def _vote(nb_labels: np.ndarray, nb_sims: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class index (B,) by majority vote of (B, k) neighbour labels; ties by summed similarity."""
+    b = nb_labels.shape[0]
+    flat = (np.arange(b)[:, None] * n_classes + nb_labels).ravel()
+    counts = np.bincount(flat, minlength=b * n_classes).reshape(b, n_classes)
+    sims = np.bincount(flat, weights=nb_sims.ravel(), minlength=b * n_classes).reshape(b, n_classes)
+    tied = counts == counts.max(axis=1, keepdims=True)
+    return np.argmax(np.where(tied, sims, -np.inf), axis=1)
+
+
+def knn_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+                 k: int | Sequence[int] = (1, 5, 20), *, chunk_size: int = CHUNK_ROWS) -> dict[int, float]:
+    """Accuracy of cosine-similarity k-NN on the test set for each k.
+
+    Args:
+      X_train: (N, D) features; y_train: (N,) integer labels with at least 2 classes.
+      X_test: (M, D) features; y_test: (M,) labels, all present in y_train.
+      k: one k or several (each 1 <= k <= N).
+      chunk_size: test rows per block; memory is O(chunk_size x N).
+
+    Returns:
+      {k: accuracy} for each distinct k, in increasing k. Similarities are float32 unless both
+      feature arrays are float64.
+    """
+    x_train = check_features("X_train", X_train)
+    y_train = check_labels("y_train", y_train, x_train.shape[0], "X_train")
+    x_test = check_features("X_test", X_test)
+    y_test = check_labels("y_test", y_test, x_test.shape[0], "X_test")
+    check_same_width("X_test", x_test, "X_train", x_train)
+    classes = check_classes("y_train", y_train)
+    check_known_labels("y_test", y_test, classes, "y_train")
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    ks = _check_ks(k, x_train.shape[0])
+
+    dtype = np.result_type(x_train.dtype, x_test.dtype, np.float32)
+    dtype = np.float64 if dtype == np.float64 else np.float32
+    train = _unit_rows(x_train, dtype)
+    train_idx = np.searchsorted(classes, y_train)
+    k_max = ks[-1]
+    correct = dict.fromkeys(ks, 0)
+    for start in range(0, x_test.shape[0], chunk_size):
+        sims = _unit_rows(x_test[start:start + chunk_size], dtype) @ train.T
+        top = np.argpartition(-sims, k_max - 1, axis=1)[:, :k_max] if k_max < sims.shape[1] else \
+            np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+        truth = y_test[start:start + chunk_size]
+        for kk in ks:
+            pred = classes[_vote(train_idx[top[:, :kk]], top_sims[:, :kk].astype(np.float64), classes.size)]
+            correct[kk] += int(np.sum(pred == truth))
+    return {kk: correct[kk] / x_test.shape[0] for kk in ks}

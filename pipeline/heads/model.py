@@ -1,0 +1,79 @@
+"""The heads' functional core: parameter init, forward pass and weighted cross-entropy (pure jax)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh}
+
+Params = list[dict[str, jax.Array]]  # one {'w': (D_in, D_out), 'b': (D_out,)} per layer
+
+
+def init_params(key: jax.Array, n_features: int, n_classes: int, hidden: Sequence[int], activation: str) -> Params:
+    """Layers of an MLP (no hidden layers: a linear head).
+
+    Hidden kernels use He (relu) or LeCun (gelu, tanh) normal init; the output layer starts at zero,
+    so a linear head starts from the same point as scikit-learn's logistic regression whatever the seed.
+    """
+    sizes = [n_features, *hidden, n_classes]
+    scale = 2.0 if activation == "relu" else 1.0
+    init = jax.nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal")
+    keys = jax.random.split(key, len(sizes) - 1)
+    params = []
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        w = jnp.zeros((d_in, d_out), jnp.float32) if last else init(keys[i], (d_in, d_out), jnp.float32)
+        params.append({"w": w, "b": jnp.zeros((d_out,), jnp.float32)})
+    return params
+
+
+def forward(params: Params, x: jax.Array, activation: str, dropout: jax.Array | float = 0.0,
+            key: jax.Array | None = None) -> jax.Array:
+    """Logits (B, K) of (B, D) standardised features; inverted dropout on hidden activations when `key` is set."""
+    act = ACTIVATIONS[activation]
+    h = x
+    for i, layer in enumerate(params):
+        h = h @ layer["w"] + layer["b"]
+        if i < len(params) - 1:
+            h = act(h)
+            if key is not None:
+                keep = 1.0 - dropout
+                mask = jax.random.bernoulli(jax.random.fold_in(key, i), keep, h.shape)
+                h = jnp.where(mask, h / keep, 0.0)
+    return h
+
+
+def weighted_loss(params: Params, x: jax.Array, y: jax.Array, w: jax.Array, activation: str,
+                  dropout: jax.Array | float = 0.0, key: jax.Array | None = None) -> jax.Array:
+    """Weighted mean softmax cross-entropy; `w` (B,) folds class weights and the padding mask together."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(forward(params, x, activation, dropout, key), y)
+    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def l2_penalty(params: Params) -> jax.Array:
+    """Half the squared norm of the kernels (biases are not penalised)."""
+    return 0.5 * sum(jnp.sum(layer["w"] ** 2) for layer in params)
+
+
+def flatten(params: Any) -> dict[str, Any]:
+    """{'layers.<i>.w': ..., 'layers.<i>.b': ...} for saving."""
+    return {f"layers.{i}.{k}": v for i, layer in enumerate(params) for k, v in layer.items()}
+
+
+def unflatten(flat: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inverse of flatten; a missing or unexpected key raises ValueError naming it."""
+    n = len({k.split(".")[1] for k in flat if k.startswith("layers.")})
+    params = []
+    for i in range(n):
+        missing = [f"layers.{i}.{k}" for k in ("w", "b") if f"layers.{i}.{k}" not in flat]
+        if missing:
+            raise ValueError(f"head parameters are missing {missing}; present: {sorted(flat)}")
+        params.append({"w": flat[f"layers.{i}.w"], "b": flat[f"layers.{i}.b"]})
+    extra = sorted(set(flat) - set(flatten(params)))
+    if extra:
+        raise ValueError(f"unexpected head parameters {extra}")
+    return params

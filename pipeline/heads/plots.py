@@ -1,0 +1,64 @@
+"""PNG plots of a training run (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curve(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Train/validation loss and validation accuracy per epoch (iteration, for L-BFGS)."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, loss_ax = plt.subplots(figsize=(6, 4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    if history and "val_loss" in history[0]:
+        loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val loss")
+        acc_ax = loss_ax.twinx()
+        acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "g--", label="val accuracy")
+        acc_ax.set_ylabel("accuracy")
+        acc_ax.legend(loc="center right")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy")
+    loss_ax.legend(loc="upper right")
+    loss_ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
+                     title: str = "") -> Path:
+    """A heat map of counts, rows true class, columns predicted class."""
+    plt = _pyplot()
+    m = np.asarray(matrix)
+    k = len(class_names)
+    side = min(12, 2 + 0.4 * k)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(m, cmap="Blues")
+    if k <= 30:
+        ax.set_xticks(range(k), class_names, rotation=90)
+        ax.set_yticks(range(k), class_names)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
