@@ -7,14 +7,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from pipeline import backbones
-from pipeline.data import Source, open_source
+from pipeline.data import Geometry, open_source
+from pipeline.finetune.loop import eval_batches, fit
+from pipeline.finetune.run import load_split
 from pipeline.training import ClassifierSteps, decay_mask, warmup_cosine
 
 
@@ -24,21 +23,7 @@ class PretrainResult:
     val_accuracy: float
     test_accuracy: float
     seconds: float
-    history: list[dict]  # per epoch: val_loss, val_accuracy
-
-
-def load_arrays(source: Source) -> tuple[np.ndarray, np.ndarray]:
-    """All images (N, H, W, C) uint8 and labels (N,) of an array source, in memory."""
-    batches = list(source.iter_batches(4096))
-    return np.concatenate([b.images for b in batches]), np.concatenate([b.labels for b in batches])
-
-
-def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator | None):
-    order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
-    stop = len(x) - len(x) % batch_size if rng is not None else len(x)  # training drops the ragged tail
-    for lo in range(0, stop, batch_size):
-        idx = order[lo:lo + batch_size]
-        yield jnp.asarray(x[idx]), jnp.asarray(y[idx])
+    history: list[dict]  # per epoch: epoch, step, train_loss, train_accuracy, val_loss, val_accuracy
 
 
 def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = None, epochs: int = 5,
@@ -61,39 +46,29 @@ def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = Non
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     entry = backbones.get(backbone)
-    train = open_source(dataset, "train", classes=classes, seed=seed)
-    class_names = train.class_names
-    x_train, y_train = load_arrays(train)
-    x_val, y_val = load_arrays(open_source(dataset, "val", classes=classes, seed=seed))
-    x_test, y_test = load_arrays(open_source(dataset, "test", classes=classes, seed=seed))
-    if len(x_train) < batch_size:
-        raise ValueError(f"{dataset} has {len(x_train)} training images, fewer than batch_size {batch_size}")
-
+    train_source = open_source(dataset, "train", classes=classes, seed=seed)
+    class_names = train_source.class_names
     config = replace(entry.config, num_classes=len(class_names))
     model = entry.build(nnx.Rngs(seed), {k: getattr(config, k) for k in config.__dataclass_fields__})
-    total = epochs * (len(x_train) // batch_size)
+    p = model.preprocessing
+    geometry = Geometry(p.resolution, p.resize, p.resample)
+    train = load_split(train_source, geometry)
+    val = load_split(open_source(dataset, "val", classes=classes, seed=seed), geometry)
+    test = load_split(open_source(dataset, "test", classes=classes, seed=seed), geometry)
+    if len(train[0]) < batch_size:
+        raise ValueError(f"{dataset} has {len(train[0])} training images, fewer than batch_size {batch_size}")
+
+    total = epochs * (len(train[0]) // batch_size)
     tx = optax.adamw(warmup_cosine(lr, total), weight_decay=weight_decay, mask=decay_mask)
     steps = ClassifierSteps(model, tx, model.preprocessing)
-    state = steps.initial
-    rng = np.random.default_rng(seed)
-    key = jax.random.key(seed)
-    best, history = (-1.0, None), []
     start = time.perf_counter()
-    for epoch in range(epochs):
-        for images, labels in _batches(x_train, y_train, batch_size, rng):
-            key, sub = jax.random.split(key)
-            metrics = steps.step(state, images, labels, sub)
-            if progress is not None:
-                progress(state.step, total, {k: float(v) for k, v in metrics.items()})
-        val = steps.evaluate(state, _batches(x_val, y_val, 1024, None))
-        history.append({"epoch": epoch + 1, "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
-        if val["accuracy"] > best[0]:  # keep the best epoch on validation
-            best = (val["accuracy"], jax.tree.map(np.asarray, (state.params, state.rest)))
-    state.params, state.rest = jax.tree.map(jnp.asarray, best[1])
-    test = steps.evaluate(state, _batches(x_test, y_test, 1024, None))
+    result = fit(steps, train, val, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+    state = result.state
+    test_metrics = steps.evaluate(state, eval_batches(*test))
     path = Path(out) if out else backbones.default_weights_dir() / f"{backbone}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     backbones.save(steps.model(state), path, extra={
         "dataset": dataset, "classes": classes, "class_names": class_names, "epochs": epochs, "seed": seed,
-        "val_accuracy": best[0], "test_accuracy": test["accuracy"]})
-    return PretrainResult(path, best[0], test["accuracy"], time.perf_counter() - start, history)
+        "val_accuracy": result.best_val_accuracy, "test_accuracy": test_metrics["accuracy"]})
+    return PretrainResult(path, result.best_val_accuracy, test_metrics["accuracy"], time.perf_counter() - start,
+                          result.history)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable
 
 import jax
@@ -40,15 +41,18 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     pool_features(jnp.zeros((1, 1)), pool)  # validates `pool` before any compile
-    names = resolve_taps(model.tap_names(), taps)
+    names = tuple(resolve_taps(model.tap_names(), taps))
     graph, state = nnx.split(model)
+    return functools.partial(_run, graph, state, names=names, pool=pool, dtype=dtype, resolution=resolution)
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("names", "pool", "dtype", "resolution"))
+def _run(graph, state, images, *, names, pool, dtype, resolution):
+    """One module-level program per (graph, taps, pool, dtype, resolution): repeated calls, even from
+    new models with the same structure, reuse the compiled executable."""
     compute = DTYPES[dtype]
-
-    @jax.jit
-    def run(state, images):
-        state = jax.tree.map(lambda a: a.astype(compute) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
-        x = model.preprocessing(images, resolution).astype(compute)
-        feats = nnx.merge(graph, state).features(x, names)
-        return {k: pool_features(v, pool).astype(jnp.float32) for k, v in feats.items()}
-
-    return lambda images: run(state, images)
+    state = jax.tree.map(lambda a: a.astype(compute) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+    model = nnx.merge(graph, state)
+    x = model.preprocessing(images, resolution).astype(compute)
+    feats = model.features(x, names)
+    return {k: pool_features(v, pool).astype(jnp.float32) for k, v in feats.items()}

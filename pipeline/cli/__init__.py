@@ -7,9 +7,9 @@ import json
 import sys
 from typing import Any, Sequence
 
-from pipeline.cli import backbone_cmds, cache_cmds
+from pipeline.cli import backbone_cmds, cache_cmds, finetune_cmds, head_cmds
 
-COMMAND_MODULES = (backbone_cmds, cache_cmds)
+COMMAND_MODULES = (backbone_cmds, cache_cmds, finetune_cmds, head_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,10 @@
 from pipeline.heads.engine import SweepResult, enable_compile_cache, train_heads
 from pipeline.heads.estimators import HEADS, LinearHead, MLPHead
 from pipeline.heads.persist import load_head, save_head
+from pipeline.heads.run import TrainResult, reduce_spatial, train
 from pipeline.heads.validation import NotFittedError
 
-__all__ = ["HEADS", "LinearHead", "MLPHead", "NotFittedError", "SweepResult", "enable_compile_cache", "load_head",
-           "save_head", "train_heads"]
+__all__ = [
+    "HEADS", "LinearHead", "MLPHead", "NotFittedError", "SweepResult", "TrainResult", "enable_compile_cache",
+    "load_head", "reduce_spatial", "save_head", "train", "train_heads",
+]

@@ -3,7 +3,7 @@
 Each epoch is one compiled call: a `jax.lax.scan` over minibatches whose body `jax.vmap`s an AdamW step
 over the head axis, so every head sees the same minibatch while its learning rate, weight decay,
 dropout and init seed are its own. A single head is H=1 of the same program. Shapes are static (the
-ragged last batch is padded and masked), so a fit compiles once per (N, D, K, H, batch, architecture);
+ragged last batch is padded and masked), so a fit compiles once per (N, D, K, H, batch size, epochs, architecture);
 `enable_compile_cache` makes later processes reuse the compiled programs. Sweeps are first-order only:
 vmapping optax.lbfgs over heads was measured at 877 s and 12 GB, so L-BFGS serves single fits (lbfgs.py).
 """
@@ -29,14 +29,21 @@ HPARAMS = {"lr": None, "weight_decay": 0.0, "dropout": 0.0, "seed": 0}  # per-he
 _EXECUTABLES: dict[tuple, Any] = {}
 
 
-def enable_compile_cache(directory: str | Path) -> None:
-    """Turns on JAX's persistent compilation cache in `directory` (the CLI uses <cache dir>/jax-compile).
+def enable_compile_cache(directory: str | Path | None) -> None:
+    """Turns on JAX's persistent compilation cache in `directory` (None turns it off).
 
-    Every compiled program taking over 0.1 s is stored, so a second process skips XLA compilation.
+    The train command uses <cache dir>/jax-compile. Every program taking over 0.1 s to compile is stored
+    there, so a second process loads it instead of running XLA again. JAX fixes the cache location the
+    first time it compiles anything, so the cache is reset here: the new directory applies even after
+    earlier compilations in this process.
     """
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(directory))
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", None if directory is None else str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    compilation_cache.reset_cache()
 
 
 @dataclass

@@ -37,6 +37,7 @@ class _Head:
 
     @classmethod
     def _param_names(cls) -> list[str]:
+        """The __init__ argument names, in order."""
         return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
     def get_params(self) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class _Head:
         return f"{type(self).__name__}({', '.join(f'{k}={val!r}' for k, val in self.get_params().items())})"
 
     def _check_hyperparameters(self) -> None:
+        """ValueError naming the first invalid hyperparameter (checked at fit, as scikit-learn does)."""
         _check_range("lr", self.lr, 0.0)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
@@ -146,7 +148,8 @@ class _Head:
 
     def predict(self, X: Any) -> np.ndarray:
         """(N,) predicted labels, drawn from classes_."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)  # first: it raises NotFittedError on an unfitted head
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def score(self, X: Any, y: Any) -> float:
         """Mean accuracy on (X, y)."""
@@ -166,6 +169,8 @@ class LinearHead(_Head):
         early_stopping, patience, validation_fraction: keep the best-validation-loss epoch (adamw only).
         seed: shuffling and hold-out seed.
     Fitted attributes beyond _Head.fit's: coef_ (D, K) and intercept_ (K,) in the original feature space.
+    With 'lbfgs', history_ has one record per L-BFGS iteration (train_loss is the penalised objective)
+    and best_epoch_ is the number of iterations run.
     """
 
     def __init__(self, lr: float = 1e-2, weight_decay: float = 1e-4, epochs: int = 30, batch_size: int = 256,

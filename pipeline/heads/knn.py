@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.heads._inputs import (check_classes, check_features, check_known_labels, check_labels,
                                     check_positive_int, check_same_width)
 
-CHUNK_ROWS = 1024
+CHUNK_ROWS = 512
 
 
 def _unit_rows(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -58,8 +58,8 @@ def knn_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
       chunk_size: test rows per block; memory is O(chunk_size x N).
 
     Returns:
-      {k: accuracy} for each distinct k, in increasing k. Similarities are float32 unless both
-      feature arrays are float64.
+      {k: accuracy} for each distinct k, in increasing k. Similarities are computed in float64
+      when either feature array is float64, else in float32.
     """
     x_train = check_features("X_train", X_train)
     y_train = check_labels("y_train", y_train, x_train.shape[0], "X_train")
@@ -71,16 +71,17 @@ def knn_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
     chunk_size = check_positive_int("chunk_size", chunk_size)
     ks = _check_ks(k, x_train.shape[0])
 
-    dtype = np.result_type(x_train.dtype, x_test.dtype, np.float32)
-    dtype = np.float64 if dtype == np.float64 else np.float32
+    dtype = np.float64 if np.float64 in (x_train.dtype, x_test.dtype) else np.float32
     train = _unit_rows(x_train, dtype)
     train_idx = np.searchsorted(classes, y_train)
     k_max = ks[-1]
     correct = dict.fromkeys(ks, 0)
     for start in range(0, x_test.shape[0], chunk_size):
         sims = _unit_rows(x_test[start:start + chunk_size], dtype) @ train.T
-        top = np.argpartition(-sims, k_max - 1, axis=1)[:, :k_max] if k_max < sims.shape[1] else \
-            np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+        if k_max < sims.shape[1]:
+            top = np.argpartition(sims, sims.shape[1] - k_max, axis=1)[:, -k_max:]
+        else:
+            top = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
         top_sims = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
         top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)

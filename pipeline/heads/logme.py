@@ -31,7 +31,7 @@ TOLERANCE = 1e-3  # on the relative change of alpha / beta
 
 
 def _spectrum(f: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nonzero eigenvalues s (k,) of F^T F and the squared projections (k, C) of targets on F's left singular vectors."""
+    """Nonzero eigenvalues s (k,) of F^T F and squared projections (k, C) of targets on F's left singular vectors."""
     n, d = f.shape
     if d <= n:
         s, v = np.linalg.eigh(f.T @ f)

@@ -9,8 +9,8 @@ instead appends a constant column of 100, so its bias carries a tiny penalty.)
 
 The eigendecomposition is of `Xs^T Xs` (D x D) when D <= N, else of `Xs Xs^T` (N x N); either way
 `W(l2) = lhs diag(1 / (eigvals + l2)) rhs`, so each extra L2 costs O(r D C) with r = min(N, D).
-All arithmetic is float64 whatever the input dtype; rows are standardised in chunks, so a float32
-input is never copied whole to float64 when D <= N.
+All arithmetic is float64 whatever the input dtype; training rows are standardised in chunks, so a
+float32 training set is never copied whole to float64 when D <= N (the validation set is, once).
 """
 
 from __future__ import annotations
@@ -44,14 +44,9 @@ def _standardized_chunks(x: np.ndarray, mean: np.ndarray, scale: np.ndarray,
         yield start, (x[start:start + chunk].astype(np.float64) - mean) / scale
 
 
-def _mean_scale(x: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and population std in float64, computed chunk by chunk; a zero std becomes 1."""
-    mean = x.mean(axis=0, dtype=np.float64)
-    ss = np.zeros(x.shape[1])
-    for _, rows in _standardized_chunks(x, mean, np.ones_like(mean), chunk):
-        ss += np.einsum("ij,ij->j", rows, rows)
-    std = np.sqrt(ss / x.shape[0])
-    return mean, np.where(std > 0, std, 1.0)
+def _nonzero(std: np.ndarray) -> np.ndarray:
+    """The std used for scaling: a constant column keeps scale 1 (it is all zeros once centred)."""
+    return np.where(std > 0, std, 1.0)
 
 
 class RidgeSolver:
@@ -69,39 +64,47 @@ class RidgeSolver:
         y = check_labels("y_train", y, x.shape[0], "X_train")
         self.classes_ = check_classes("y_train", y) if classes is None else np.asarray(classes)
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
-        self.mean_, self.scale_ = _mean_scale(x, chunk_size)
         targets = np.where(y[:, None] == self.classes_[None, :], 1.0, -1.0)
         self.intercept_ = targets.mean(axis=0)  # exact: the features are centred
         targets -= self.intercept_
         n, d = x.shape
+        self.mean_ = x.mean(axis=0, dtype=np.float64)
         if d <= n:
+            # One pass over the rows: the centred Gram gives the stds on its diagonal, then is rescaled.
             gram, xty = np.zeros((d, d)), np.zeros((d, self.classes_.size))
-            for start, rows in _standardized_chunks(x, self.mean_, self.scale_, chunk_size):
+            for start, rows in _standardized_chunks(x, self.mean_, np.ones(d), self.chunk_size):
                 gram += rows.T @ rows
                 xty += rows.T @ targets[start:start + rows.shape[0]]
-            self.eigvals, q = np.linalg.eigh(gram)
-            self.lhs, self.rhs = q, q.T @ xty
+            self.scale_ = _nonzero(np.sqrt(np.diag(gram) / n))
+            self.eigvals, q = np.linalg.eigh(gram / np.outer(self.scale_, self.scale_))
+            self.lhs, self.rhs = q, q.T @ (xty / self.scale_[:, None])
         else:
-            xs = (x.astype(np.float64) - self.mean_) / self.scale_
+            xs = x.astype(np.float64) - self.mean_
+            self.scale_ = _nonzero(np.sqrt(np.mean(xs ** 2, axis=0)))
+            xs /= self.scale_
             self.eigvals, q = np.linalg.eigh(xs @ xs.T)
             self.lhs, self.rhs = xs.T @ q, q.T @ targets
         # Round-off can leave tiny negative eigenvalues of a PSD matrix; l2 > 0 keeps the inverse safe anyway.
         self.eigvals = np.maximum(self.eigvals, 0.0)
 
+    def _weights(self, l2: float) -> np.ndarray:
+        """(D, C) weights on standardised features: lhs diag(1 / (eigvals + l2)) rhs."""
+        return (self.lhs / (self.eigvals + l2)) @ self.rhs
+
     def coef(self, l2: float) -> tuple[np.ndarray, np.ndarray]:
         """Weights (D, C) and intercept (C,) on standardised features for one L2 value."""
         (l2,) = _check_l2s(l2)
-        return (self.lhs / (self.eigvals + l2)) @ self.rhs, self.intercept_.copy()
+        return self._weights(l2), self.intercept_.copy()
 
     def accuracies(self, x: np.ndarray, y: np.ndarray, l2s: Sequence[float]) -> np.ndarray:
-        """Accuracy (L,) on (x, y) for each L2; x is projected on the eigenbasis once."""
+        """Accuracy (L,) on (x, y) for each L2; x is standardised once; each L2 costs O((r + M) D C)."""
         l2s = _check_l2s(l2s)
-        proj = np.empty((x.shape[0], self.eigvals.size))
+        xs = np.empty(x.shape)
         for start, rows in _standardized_chunks(x, self.mean_, self.scale_, self.chunk_size):
-            proj[start:start + rows.shape[0]] = rows @ self.lhs
+            xs[start:start + rows.shape[0]] = rows
         acc = np.empty(l2s.size)
         for i, l2 in enumerate(l2s):
-            logits = (proj / (self.eigvals + l2)) @ self.rhs + self.intercept_
+            logits = xs @ self._weights(l2) + self.intercept_
             acc[i] = np.mean(self.classes_[np.argmax(logits, axis=1)] == y)
         return acc
 
@@ -143,7 +146,7 @@ class RidgeModel:
         return float(np.mean(self.predict(x) == y))
 
 
-def _check_split(x_train, y_train, x_val, y_val) -> tuple[np.ndarray, ...]:
+def _check_split(x_train: object, y_train: object, x_val: object, y_val: object) -> tuple[np.ndarray, ...]:
     """Validated (x_train, y_train, x_val, y_val, classes)."""
     x_train = check_features("X_train", x_train)
     y_train = check_labels("y_train", y_train, x_train.shape[0], "X_train")

@@ -1,0 +1,77 @@
+"""The `finetune` command: fine-tune a backbone with a new head on a target data set."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli.backbone_cmds import parse_classes
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pre-trained backbone with a new classifier")
+    p.add_argument("--backbone", required=True, help="registered name")
+    p.add_argument("--weights", default="pretrained", help="'pretrained' or a checkpoint path")
+    p.add_argument("--dataset", required=True, help="data SPEC with train/val/test splits")
+    p.add_argument("--mode", default="full", choices=("full", "last-k", "lp-ft", "scratch"))
+    p.add_argument("--k", type=int, default=None, help="last-k: trainable stages before the classifier")
+    p.add_argument("--classes", default=None, help="target classes, e.g. '5-9' (default: all)")
+    p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="the head's peak learning rate (default: %(default)s)")
+    p.add_argument("--backbone-lr-mult", type=float, default=0.1,
+                   help="backbone learning rate = lr x this (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--resolution", type=int, default=None, help="input side, e.g. 96 on a CPU")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random resized crop + horizontal flip (default: on)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--train-bn", action="store_true", help="update BatchNorm statistics (default: frozen)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs; 0 turns it off")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-finetune-<mode>); "
+                   "rerun with the same --out to resume")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from pipeline.cli import print_json
+    from pipeline.finetune import finetune
+
+    with tqdm(desc=f"finetune {args.mode}", unit="step", dynamic_ncols=True, disable=args.json) as bar:
+        def progress(step: int, total: int, metrics: dict) -> None:
+            bar.total = total
+            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+            bar.update(step - bar.n)
+
+        def on_epoch(record: dict) -> None:
+            if not args.json:
+                bar.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} "
+                          f"acc {record['train_accuracy']:.4f}   val loss {record['val_loss']:.4f} "
+                          f"acc {record['val_accuracy']:.4f}")
+
+        result = finetune(
+            args.backbone, args.dataset, mode=args.mode, weights=args.weights, k=args.k,
+            classes=parse_classes(args.classes), per_class=args.per_class, limit=args.limit, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult,
+            weight_decay=args.weight_decay, resolution=args.resolution, augment=args.augment, flip=args.flip,
+            train_bn=args.train_bn, dtype=args.dtype, accum_steps=args.accum_steps,
+            patience=args.patience or None, checkpoint_every=args.checkpoint_every, out=args.out, seed=args.seed,
+            progress=progress, on_epoch=on_epoch)
+    if args.json:
+        print_json(result.summary())
+        return
+    if result.resumed_from is not None:
+        print(f"resumed from step {result.resumed_from}")
+    if result.probe_val_accuracy is not None:
+        print(f"linear probe val accuracy {result.probe_val_accuracy:.4f}")
+    print(f"best epoch {result.best_epoch}/{result.epochs_run}   val accuracy {result.best_val_accuracy:.4f}   "
+          f"test accuracy {result.test_accuracy:.4f}   ({result.seconds:.0f} s)")
+    print(f"saved {result.backbone_path} (and metrics.json, curve.png in {result.out})")

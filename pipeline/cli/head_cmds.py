@@ -1,0 +1,103 @@
+"""The train command: a Linear or MLP head on a cached tap, with metrics, plots and the saved head."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+LINEAR_ONLY = ("solver", "max_iter")
+MLP_ONLY = ("hidden", "activation", "dropout")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a linear or MLP head on cached features")
+    p.add_argument("--features", required=True, metavar="ENTRY", help="training entry: digest prefix, file or path")
+    p.add_argument("--layer", required=True, metavar="TAP", help="tap of the entry to train on")
+    p.add_argument("--head", choices=["linear", "mlp"], default="linear")
+    p.add_argument("--val", default=None, metavar="ENTRY", help="validation entry (default: a stratified 10%% "
+                   "of the training entry, seeded by --seed)")
+    p.add_argument("--test", default=None, metavar="ENTRY", help="test entry, evaluated once at the end")
+    p.add_argument("--spatial", choices=["avg", "max", "flatten"], default="avg",
+                   help="how spatial (pool 'none') features become vectors (default: %(default)s)")
+    hp = p.add_argument_group("hyperparameters (default: the head's own)")
+    hp.add_argument("--lr", type=float)
+    hp.add_argument("--weight-decay", type=float, help="AdamW decay, or the L2 penalty for --solver lbfgs")
+    hp.add_argument("--epochs", type=int)
+    hp.add_argument("--batch-size", type=int)
+    hp.add_argument("--solver", choices=["adamw", "lbfgs"], help="linear head only")
+    hp.add_argument("--max-iter", type=int, help="L-BFGS iterations (linear head, --solver lbfgs)")
+    hp.add_argument("--hidden", type=_widths, help="MLP hidden widths, e.g. 256 or 512,128")
+    hp.add_argument("--activation", choices=["relu", "gelu", "tanh"], help="MLP only")
+    hp.add_argument("--dropout", type=float, help="MLP only")
+    hp.add_argument("--class-weight", choices=["balanced"], help="weight classes by inverse frequency")
+    hp.add_argument("--no-standardize", dest="standardize", action="store_false", default=None)
+    hp.add_argument("--early-stopping", action="store_true", default=None,
+                    help="keep the epoch of lowest validation loss, stop after --patience epochs without gain")
+    hp.add_argument("--patience", type=int)
+    p.add_argument("--seed", type=int, default=0, help="hold-out, shuffling and init seed")
+    p.add_argument("--out", default=None, metavar="DIR", help="run directory (default: runs/<timestamp>-<head>)")
+    p.add_argument("--cache-dir", default=None, help="feature store (default: $PIPELINE_CACHE_DIR or ./cache); "
+                   "JAX's compiled programs are cached in its jax-compile/ subdirectory")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(handler=_train)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden wants comma-separated ints, e.g. 512,128; got {text!r}") from None
+    return widths
+
+
+def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The hyperparameters given on the command line; ones of the other head kind raise ValueError."""
+    names = ("lr", "weight_decay", "epochs", "batch_size", "solver", "max_iter", "hidden", "activation", "dropout",
+             "class_weight", "standardize", "early_stopping", "patience")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    wrong = [n for n in (MLP_ONLY if args.head == "linear" else LINEAR_ONLY) if n in given]
+    if wrong:
+        flags = ", ".join(f"--{n.replace('_', '-')}" for n in wrong)
+        raise ValueError(f"{flags} do(es) not apply to --head {args.head}")
+    return given
+
+
+def _print_confusion(matrix: list[list[int]], names: list[str]) -> None:
+    """Rows '<index> <name>' then counts; columns are headed by class index."""
+    width = max(len(str(v)) for row in matrix for v in row + [len(names) - 1]) + 1
+    label = len(str(len(names) - 1)) + 1 + max(len(n) for n in names)
+    print(" " * label + "".join(str(j).rjust(width) for j in range(len(names))))
+    for i, (name, row) in enumerate(zip(names, matrix)):
+        print(f"{i} {name}".ljust(label) + "".join(str(v).rjust(width) for v in row))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pipeline.cli import print_json, print_table
+    from pipeline.heads import enable_compile_cache, train
+    from pipeline.paths import cache_dir
+
+    hyper = _hyperparameters(args)
+    enable_compile_cache(Path(args.cache_dir or cache_dir()) / "jax-compile")
+    result = train(args.features, args.layer, args.head, val=args.val, test=args.test, spatial=args.spatial,
+                   hyperparameters=hyper, cache_dir=args.cache_dir, out=args.out, seed=args.seed)
+    m = result.metrics
+    if args.json:
+        print_json({**m, "out_dir": str(result.out_dir), "files": [str(f) for f in result.files]})
+        return
+    splits = [s for s in ("train", "val", "test") if s in m]
+    for split in splits:
+        top5 = f"  top-5 {m[split]['top5_accuracy']:.4f}" if "top5_accuracy" in m[split] else ""
+        print(f"{split} accuracy {m[split]['accuracy']:.4f}{top5}  (n={m[split]['n']})")
+    steps = f"L-BFGS iterations {len(m['history'])}" if m["hyperparameters"].get("solver") == "lbfgs" \
+        else f"best epoch {m['best_epoch']} of {len(m['history'])}"
+    print(f"{steps}; fit {m['fit_seconds']:.1f} s (compile {m['compile_seconds']:.1f} s)")
+    final = splits[-1]
+    names = m["class_names"]
+    print(f"\nper-class accuracy ({final}):")
+    print_table([{"class": n, "accuracy": "-" if a is None else f"{a:.4f}", "n": sum(m[final]["confusion_matrix"][i])}
+                 for i, (n, a) in enumerate(m[final]["per_class_accuracy"].items())], ["class", "accuracy", "n"])
+    print(f"\nconfusion matrix ({final}; rows true, columns predicted):")
+    _print_confusion(m[final]["confusion_matrix"], names)
+    print(f"\nwrote {', '.join(f.name for f in result.files)} to {result.out_dir}")

@@ -1,0 +1,105 @@
+"""The train command end to end on tiny entries written with the store's writer: pooled and spatial features."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import assert_allclose
+
+from pipeline.cli import main
+from pipeline.heads import enable_compile_cache, load_head, reduce_spatial
+from pipeline.store import FeatureStore, TapSpec
+
+CLASSES = ["cat", "dog", "eel"]
+
+
+def _write(store, split, n, shape, seed):
+    """An entry of n rows of Gaussian blobs (one center per class) with per-item `shape`."""
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(99).normal(size=(len(CLASSES), *shape)) * 2.5
+    labels = np.arange(n) % len(CLASSES)
+    x = (centers[labels] + rng.normal(size=(n, *shape))).astype(np.float32)
+    key = {"backbone": "synthetic", "split": split, "shape": list(shape)}
+    with store.writer(key, {"feat": TapSpec(tuple(shape))}, class_names=CLASSES) as w:
+        w.append({"feat": x}, labels, [f"{split}{i}" for i in range(n)])
+        return w.commit()
+
+
+@pytest.fixture
+def store(tmp_path):
+    yield FeatureStore(tmp_path / "store")
+    enable_compile_cache(None)  # the command turned JAX's persistent cache on for this process
+
+
+def test_train_command_with_val_and_test_entries(store, tmp_path, capsys):
+    train = _write(store, "train", 150, (8,), 0)
+    val = _write(store, "val", 30, (8,), 1)
+    test = _write(store, "test", 60, (8,), 2)
+    out = tmp_path / "run"
+    code = main(["train", "--features", train.digest[:10], "--layer", "feat", "--val", str(val.path),
+                 "--test", test.path.name, "--epochs", "15", "--out", str(out), "--cache-dir", str(store.root)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "head.safetensors",
+                                                     "learning_curve.png", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"test accuracy {metrics['test']['accuracy']:.4f}  (n=60)" in printed
+    assert metrics["test"]["accuracy"] > 0.9 and "top5_accuracy" not in metrics["test"]  # 3 classes: no top-5
+    assert metrics["entries"] == {"train": train.digest, "val": val.digest, "test": test.digest}
+    assert np.sum(metrics["test"]["confusion_matrix"]) == 60 and "confusion matrix (test" in printed
+    assert set(metrics["test"]["per_class_accuracy"]) == set(CLASSES)
+    assert f"to {out}" in printed
+    assert any((store.root / "jax-compile").iterdir())  # compiled programs were stored for the next process
+    head = load_head(out / "head.safetensors")
+    assert head.info_["entries"]["train"] == train.digest and head.info_["layer"] == "feat"
+    assert_allclose(head.score(test.features("feat"), test.labels), metrics["test"]["accuracy"], rtol=0, atol=0)
+    for png in ("confusion_matrix.png", "learning_curve.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_command_holds_out_val_and_reduces_spatial_features(store, tmp_path, capsys):
+    train = _write(store, "train", 120, (2, 3, 4), 0)
+    out = tmp_path / "spatial"
+    code = main(["train", "--features", str(train.path), "--layer", "feat", "--head", "mlp", "--hidden", "16",
+                 "--epochs", "10", "--spatial", "flatten", "--out", str(out), "--json"])
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["val"]["n"] == 12 and metrics["train"]["n"] == 108  # a stratified 10% held out
+    assert metrics["n_features"] == 24 and metrics["spatial"] == "flatten"
+    assert metrics["val"]["accuracy"] > 0.9
+    assert metrics["entries"]["val"] == "10% of train (seed 0)"
+    code = main(["train", "--features", str(train.path), "--layer", "feat", "--spatial", "max", "--epochs", "2",
+                 "--out", str(tmp_path / "max"), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["n_features"] == 4
+
+
+def test_reduce_spatial():
+    x = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
+    assert_allclose(reduce_spatial(x, "avg"), x.mean(axis=(1, 2)), rtol=0, atol=0)
+    assert_allclose(reduce_spatial(x, "max"), x[:, 1, 2], rtol=0, atol=0)
+    assert reduce_spatial(x, "flatten").shape == (2, 24)
+    assert reduce_spatial(x[:, 0, 0], "avg").shape == (2, 4)
+    with pytest.raises(ValueError, match=r"spatial 'mean' is not supported; valid: \['avg', 'max', 'flatten'\]"):
+        reduce_spatial(x, "mean")
+    with pytest.raises(ValueError, match=r"features must be \(N, D\) or spatial \(N, H, W, C\), got shape \(2, 2, 3\)"):
+        reduce_spatial(x[..., 0], "avg")
+
+
+def test_train_command_user_errors(store, tmp_path, capsys):
+    train = _write(store, "train", 30, (4,), 0)
+    assert main(["train", "--features", train.digest[:8], "--layer", "nope", "--cache-dir", str(store.root)]) == 2
+    assert "tap 'nope' is not in" in capsys.readouterr().err
+    assert main(["train", "--features", "ffff", "--layer", "feat", "--cache-dir", str(store.root)]) == 2
+    assert "no cache entry matches 'ffff'" in capsys.readouterr().err
+    assert main(["train", "--features", str(train.path), "--layer", "feat", "--dropout", "0.1"]) == 2
+    assert "--dropout do(es) not apply to --head linear" in capsys.readouterr().err
+    with store.writer({"backbone": "synthetic", "split": "other"}, {"feat": TapSpec((4,))},
+                      class_names=["a", "b", "c"]) as w:
+        w.append({"feat": np.zeros((3, 4), np.float32)}, [0, 1, 2], ["p", "q", "r"])
+        other = w.commit()
+    assert main(["train", "--features", str(train.path), "--layer", "feat", "--val", str(other.path)]) == 2
+    assert f"val entry {other.path.name} has classes ['a', 'b', 'c'], but the train entry has {CLASSES}" \
+        in capsys.readouterr().err
+    assert main(["train", "--features", str(train.path), "--layer", "feat", "--epochs", "1", "--lr", "-1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "lr must be" in capsys.readouterr().err
