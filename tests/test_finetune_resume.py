@@ -23,19 +23,26 @@ def _command(weights: Path, out: Path) -> list[str]:
             "--batch-size", "16", "--lr", "3e-3", "--checkpoint-every", "10", "--patience", "0", "--seed", "3", "--out", str(out), "--json"]
 
 
-def _run(command: list[str]) -> dict:
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _env(tmp_path: Path) -> dict[str, str]:
+    """A persistent compilation cache shared by the three runs: they compile the same programs."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def _run(command: list[str], env: dict[str, str]) -> dict:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     weights = backbones.save(backbones.create("seednet_tiny", "random", seed=5), tmp_path / "w.safetensors")
-    reference = _run(_command(weights, tmp_path / "straight"))
+    reference = _run(_command(weights, tmp_path / "straight"), _env(tmp_path))
     assert reference["resumed_from"] is None and reference["epochs_run"] == 3
 
     out = tmp_path / "killed"
-    child = subprocess.Popen(_command(weights, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(_command(weights, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=_env(tmp_path))
     deadline = time.monotonic() + 240
     while not any(p.name.isdigit() for p in (out / "checkpoints").glob("*")) and child.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
@@ -45,7 +52,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     assert child.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (out / "backbone.safetensors").exists()
 
-    resumed = _run(_command(weights, out))
+    resumed = _run(_command(weights, out), _env(tmp_path))
     assert resumed["resumed_from"] is not None and resumed["resumed_from"] % 10 == 0
     for key in ("test_accuracy", "best_val_accuracy", "best_epoch", "history"):
         assert resumed[key] == reference[key], key

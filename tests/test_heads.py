@@ -150,7 +150,8 @@ def test_bad_validation_data_is_named(data):
         LinearHead().fit(X, y, Xt)
     with pytest.raises(ValueError, match="X_val has 19 features but X has 20"):
         LinearHead().fit(X, y, Xt[:, :19], yt)
-    with pytest.raises(ValueError, match=r"y_val has labels the training data lacks: \[5\]; known classes: \[0, 1, 2\]"):
+    with pytest.raises(ValueError,
+                       match=r"y_val has labels the training data lacks: \[5\]; known classes: \[0, 1, 2\]"):
         LinearHead().fit(X, y, Xt, np.where(yt == 2, 5, yt))
 
 

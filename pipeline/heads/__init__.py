@@ -1,12 +1,17 @@
-"""Heads on cached features: Linear/MLP classifiers (scikit-learn API), the vmapped sweep engine, save/load."""
+"""Heads on cached features: Linear/MLP classifiers (scikit-learn API), the vmapped sweep engine, save/load,
+and training-free evaluators (ridge over many L2 values from one eigendecomposition, k-NN, LogME)."""
 
 from pipeline.heads.engine import SweepResult, enable_compile_cache, train_heads
 from pipeline.heads.estimators import HEADS, LinearHead, MLPHead
+from pipeline.heads.knn import knn_accuracy
+from pipeline.heads.logme import logme
 from pipeline.heads.persist import load_head, save_head
+from pipeline.heads.ridge import RidgeModel, RidgeSolver, RidgeSweep, fit_ridge, ridge_sweep
 from pipeline.heads.run import TrainResult, reduce_spatial, train
 from pipeline.heads.validation import NotFittedError
 
 __all__ = [
-    "HEADS", "LinearHead", "MLPHead", "NotFittedError", "SweepResult", "TrainResult", "enable_compile_cache",
-    "load_head", "reduce_spatial", "save_head", "train", "train_heads",
+    "HEADS", "LinearHead", "MLPHead", "NotFittedError", "RidgeModel", "RidgeSolver", "RidgeSweep", "SweepResult",
+    "TrainResult", "enable_compile_cache", "fit_ridge", "knn_accuracy", "load_head", "logme", "reduce_spatial",
+    "ridge_sweep", "save_head", "train", "train_heads",
 ]

@@ -3,8 +3,8 @@
 Each epoch is one compiled call: a `jax.lax.scan` over minibatches whose body `jax.vmap`s an AdamW step
 over the head axis, so every head sees the same minibatch while its learning rate, weight decay,
 dropout and init seed are its own. A single head is H=1 of the same program. Shapes are static (the
-ragged last batch is padded and masked), so a fit compiles once per (N, D, K, H, batch size, epochs, architecture);
-`enable_compile_cache` makes later processes reuse the compiled programs. Sweeps are first-order only:
+ragged last batch is padded and masked), so a fit compiles once per (N, D, K, H, batch size, epochs,
+architecture); `enable_compile_cache` makes later processes reuse the compiled programs. Sweeps are first-order only:
 vmapping optax.lbfgs over heads was measured at 877 s and 12 GB, so L-BFGS serves single fits (lbfgs.py).
 """
 
