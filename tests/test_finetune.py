@@ -20,7 +20,8 @@ from pipeline.training import ClassifierSteps
 from pipeline.weights import load_params
 from pipeline.weights.nnx_state import flatten_state
 
-SEEDNET_STAGES = {"conv1": ["bn1.bias", "bn1.scale", "conv1.kernel"], "conv2": ["bn2.bias", "bn2.scale", "conv2.kernel"],
+SEEDNET_STAGES = {"conv1": ["bn1.bias", "bn1.scale", "conv1.kernel"],
+                  "conv2": ["bn2.bias", "bn2.scale", "conv2.kernel"],
                   "conv3": ["bn3.bias", "bn3.scale", "conv3.kernel"], "fc1": ["fc1.bias", "fc1.kernel"],
                   "fc2": ["fc2.bias", "fc2.kernel"], "fc3": ["fc3.bias", "fc3.kernel"]}
 
@@ -285,3 +286,14 @@ def test_lp_ft_writes_metrics_and_exports_a_backbone_extract_reads(tmp_path, pre
         assert_allclose(load(entry, tap)[0], own[tap], rtol=1e-5, atol=1e-5, err_msg=tap)
     accuracy = np.mean(np.argmax(np.asarray(own["fc3"]), 1) == source.labels)
     assert_allclose(accuracy, result.test_accuracy, rtol=0, atol=1e-6)
+
+
+def test_cli_reports_bad_settings_in_one_line(capsys):
+    from pipeline.cli import main
+
+    rc = main(["finetune", "--backbone", "seednet_tiny", "--dataset", "digits", "--mode", "scratch",
+               "--resolution", "64"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: backbone 'seednet_tiny' has a fixed input resolution; --resolution 64 is only valid for backbones "
+        "with a resolution setting (efficientnet_lite0, efficientnet_lite_tiny, resnet18, resnet50, resnet_tiny)")

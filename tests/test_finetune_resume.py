@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _command(weights: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "pipeline", "finetune", "--backbone", "seednet_tiny", "--weights", str(weights),
             "--dataset", "digits", "--limit", "600", "--mode", "last-k", "--k", "3", "--epochs", "3",
-            "--batch-size", "16", "--lr", "3e-3", "--checkpoint-every", "10", "--patience", "0", "--seed", "3", "--out", str(out), "--json"]
+            "--batch-size", "16", "--lr", "3e-3", "--checkpoint-every", "10", "--patience", "0", "--seed", "3",
+            "--out", str(out), "--json"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

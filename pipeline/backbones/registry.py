@@ -77,7 +77,7 @@ def create(name: str, weights: str | Path = "pretrained", *, seed: int = 0, **op
       name: a registered backbone.
       weights: 'pretrained' (the variant's default weights), 'random' (initialised from `seed`), or a
         path to a PyTorch (.pth/.pt, legacy or zip), safetensors, or `save`d checkpoint.
-      seed: initialisation seed (parameters a checkpoint does not set keep no trace of it).
+      seed: initialisation seed for weights='random' (a checkpoint sets every weight, so no seed matters).
       **options: passed to the module, e.g. depthwise='native' for EfficientNet-Lite.
     Returns:
       The module in inference mode (BatchNorm uses its running statistics).
@@ -91,25 +91,31 @@ def create(name: str, weights: str | Path = "pretrained", *, seed: int = 0, **op
         path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist (valid: {', '.join(WEIGHTS_CHOICES)})")
-    return load(entry, path, seed=seed, **options)
+    return load(entry, path, **options)
 
 
-def load(entry: Registered, path: Path, *, seed: int = 0, **options: Any) -> Backbone:
+def load(entry: Registered, path: Path, **options: Any) -> Backbone:
     """Builds `entry` and fills it from the checkpoint at `path` (own format, torch or safetensors)."""
     meta = _own_metadata(path)
     if meta is not None:
         if meta.get("backbone") != entry.name:
             raise ValueError(f"{path} holds a {meta.get('backbone')!r} backbone, not {entry.name!r}")
-        model = entry.build(nnx.Rngs(seed), json.loads(meta.get("config", "null")), **options)
+        model = _abstract(entry, json.loads(meta.get("config", "null")), options)
         flat, _ = load_params(path)
     else:
         if entry.torch_keys is None:
             raise ValueError(f"{path} is not a checkpoint written by pipeline, and backbone {entry.name!r} "
                              "has no PyTorch key map to import it")
-        model = entry.build(nnx.Rngs(seed), **options)
+        model = _abstract(entry, None, options)
         flat = torch_to_nnx(load_state_dict(path), entry.torch_keys)
     assign_flat(model, flat, source=str(path))
     return model
+
+
+def _abstract(entry: Registered, config: dict | None, options: dict[str, Any]) -> Backbone:
+    """The module with shapes but no values: a checkpoint sets every weight, so random
+    initialisation (seconds of compiling init ops on a CPU) would be wasted."""
+    return nnx.eval_shape(lambda: entry.build(nnx.Rngs(0), config, **options))
 
 
 def _own_metadata(path: Path) -> dict[str, str] | None:

@@ -58,14 +58,14 @@ def default_layers(backbone: str) -> list[str]:
     return [backbones.create(backbone, "random").tap_names()[-2]]
 
 
-def _extract(args: argparse.Namespace) -> None:
+def extract_with_progress(backbone: str, dataset: str, layers: list, quiet: bool = False, **kwargs):
+    """`pipeline.extract.extract` behind a tqdm bar (images/s and ETA)."""
     from tqdm import tqdm
 
-    from pipeline.cli import print_json
     from pipeline.extract import extract
 
-    layers = args.layers or default_layers(args.backbone)
-    with tqdm(desc="extract", unit="img", dynamic_ncols=True, disable=args.json or None) as bar:
+    with tqdm(desc=f"extract {kwargs.get('split', 'train')}", unit="img", dynamic_ncols=True,
+              disable=quiet or None) as bar:
         def progress(done: int, total: int) -> None:
             if bar.total is None:  # first call after a resume: start the bar where the cache left off
                 bar.reset(total)
@@ -73,14 +73,11 @@ def _extract(args: argparse.Namespace) -> None:
             else:
                 bar.update(done - bar.n)
 
-        result = extract(args.backbone, args.dataset, layers, weights=args.weights, split=args.split,
-                         classes=parse_classes(args.classes), limit=args.limit, per_class=args.per_class,
-                         seed=args.seed, pool=args.pool, dtype=args.dtype, batch_size=args.batch_size,
-                         resolution=args.resolution, cache_dir=args.cache_dir, on_error=args.on_error,
-                         compression=args.compression, progress=progress)
-    if args.json:
-        print_json(result.summary())
-        return
+        return extract(backbone, dataset, layers, progress=progress, **kwargs)
+
+
+def print_extract(result) -> None:
+    """Hit or computed (with speed), the entry, its shapes and any skipped files."""
     s = result.summary()
     how = "cache hit (no backbone computation)" if result.hit else \
         f"computed {result.computed} images in {result.compute_seconds:.1f} s ({s['images_per_s']} img/s)"
@@ -88,6 +85,20 @@ def _extract(args: argparse.Namespace) -> None:
           "  ".join(f"{t}: {'x'.join(map(str, shape))}" for t, shape in s["shapes"].items()))
     for item, reason in result.skipped:
         print(f"  skipped {item}: {reason}")
+
+
+def _extract(args: argparse.Namespace) -> None:
+    from pipeline.cli import print_json
+
+    result = extract_with_progress(
+        args.backbone, args.dataset, args.layers or default_layers(args.backbone), quiet=args.json,
+        weights=args.weights, split=args.split, classes=parse_classes(args.classes), limit=args.limit,
+        per_class=args.per_class, seed=args.seed, pool=args.pool, dtype=args.dtype, batch_size=args.batch_size,
+        resolution=args.resolution, cache_dir=args.cache_dir, on_error=args.on_error, compression=args.compression)
+    if args.json:
+        print_json(result.summary())
+    else:
+        print_extract(result)
 
 
 def _store(args: argparse.Namespace):

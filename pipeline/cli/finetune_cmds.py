@@ -45,18 +45,22 @@ def _finetune(args: argparse.Namespace) -> None:
     from pipeline.cli import print_json
     from pipeline.finetune import finetune
 
-    with tqdm(desc=f"finetune {args.mode}", unit="step", dynamic_ncols=True, disable=args.json) as bar:
-        def progress(step: int, total: int, metrics: dict) -> None:
-            bar.total = total
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
-            bar.update(step - bar.n)
+    bars: list[tqdm] = []  # opened at the first step, so setup errors print alone
 
-        def on_epoch(record: dict) -> None:
-            if not args.json:
-                bar.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} "
-                          f"acc {record['train_accuracy']:.4f}   val loss {record['val_loss']:.4f} "
-                          f"acc {record['val_accuracy']:.4f}")
+    def progress(step: int, total: int, metrics: dict) -> None:
+        if not bars:
+            bars.append(tqdm(desc=f"finetune {args.mode}", total=total, unit="step", dynamic_ncols=True,
+                             disable=args.json))
+        bars[0].set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+        bars[0].update(step - bars[0].n)
 
+    def on_epoch(record: dict) -> None:
+        if not args.json:
+            (bars[0].write if bars else print)(
+                f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}"
+                f"   val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}")
+
+    try:
         result = finetune(
             args.backbone, args.dataset, mode=args.mode, weights=args.weights, k=args.k,
             classes=parse_classes(args.classes), per_class=args.per_class, limit=args.limit, epochs=args.epochs,
@@ -65,6 +69,9 @@ def _finetune(args: argparse.Namespace) -> None:
             train_bn=args.train_bn, dtype=args.dtype, accum_steps=args.accum_steps,
             patience=args.patience or None, checkpoint_every=args.checkpoint_every, out=args.out, seed=args.seed,
             progress=progress, on_epoch=on_epoch)
+    finally:
+        for bar in bars:
+            bar.close()
     if args.json:
         print_json(result.summary())
         return

@@ -74,7 +74,7 @@ def _print_confusion(matrix: list[list[int]], names: list[str]) -> None:
 def _train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from pipeline.cli import print_json, print_table
+    from pipeline.cli import print_json
     from pipeline.heads import enable_compile_cache, train
     from pipeline.paths import cache_dir
 
@@ -82,10 +82,17 @@ def _train(args: argparse.Namespace) -> None:
     enable_compile_cache(Path(args.cache_dir or cache_dir()) / "jax-compile")
     result = train(args.features, args.layer, args.head, val=args.val, test=args.test, spatial=args.spatial,
                    hyperparameters=hyper, cache_dir=args.cache_dir, out=args.out, seed=args.seed)
-    m = result.metrics
     if args.json:
-        print_json({**m, "out_dir": str(result.out_dir), "files": [str(f) for f in result.files]})
-        return
+        print_json({**result.metrics, "out_dir": str(result.out_dir), "files": [str(f) for f in result.files]})
+    else:
+        print_train(result)
+
+
+def print_train(result) -> None:
+    """Accuracy per split, per-class accuracy, confusion matrix, and where the files went."""
+    from pipeline.cli import print_table
+
+    m = result.metrics
     splits = [s for s in ("train", "val", "test") if s in m]
     for split in splits:
         top5 = f"  top-5 {m[split]['top5_accuracy']:.4f}" if "top5_accuracy" in m[split] else ""

@@ -105,7 +105,8 @@ def label_fn(labels: dict[str, str]) -> Callable[[Any], Any]:
 
 
 def build_tx(labels: dict[str, str], schedule: optax.ScalarOrSchedule, *, backbone_lr_mult: float = 0.1,
-             weight_decay: float = 1e-4, optimizer: str = "adamw", accum_steps: int = 1) -> optax.GradientTransformation:
+             weight_decay: float = 1e-4, optimizer: str = "adamw",
+             accum_steps: int = 1) -> optax.GradientTransformation:
     """The optimizer: one `optimizer` per trainable group, zero updates for frozen parameters.
 
     Args:

@@ -95,7 +95,8 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         splits train (training), val (per-epoch validation, early stopping) and test (final score).
       mode: 'full' (all trainable, backbone lr = lr * backbone_lr_mult), 'last-k' (the last `k` stages
         before the classifier and the classifier; the rest frozen), 'lp-ft' (classifier initialised
-        by a linear probe on cached features, then full), 'scratch' (same network, random init).
+        by a linear probe on cached features, then full), 'scratch' (same network, random init, one
+        learning rate for all: backbone_lr_mult is ignored).
       epochs, batch_size, lr, weight_decay: AdamW with warm-up + cosine decay; `lr` is the head's.
       resolution: train and export at this input side (families with a resolution setting).
       augment, flip: random resized crop (+ horizontal flip) in the jitted step.
@@ -134,7 +135,9 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         set_linear_head(model, coef, intercept)
     labels = param_labels(model, mode, k)
     updates = epochs * (len(train[0]) // batch_size) // accum_steps
-    tx = build_tx(labels, warmup_cosine(lr, max(updates, 1)), backbone_lr_mult=backbone_lr_mult,
+    # a randomly initialised backbone has nothing to preserve: it trains at the head's rate
+    mult = 1.0 if mode == "scratch" else backbone_lr_mult
+    tx = build_tx(labels, warmup_cosine(lr, max(updates, 1)), backbone_lr_mult=mult,
                   weight_decay=weight_decay, accum_steps=accum_steps)
     augment_fn = (lambda key, images: augment_batch(key, images, flip)) if augment else None
     steps = ClassifierSteps(model, tx, p, augment_fn, train_bn=train_bn, compute_dtype=DTYPES[dtype])

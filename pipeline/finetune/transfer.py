@@ -20,9 +20,9 @@ def target_config(name: str, num_classes: int, resolution: int | None) -> dict:
     config["num_classes"] = num_classes
     if resolution is not None:
         if "resolution" not in config:
-            raise ValueError(f"backbone {name!r} has a fixed input resolution; --resolution {resolution} is "
-                             "only valid for families with a 'resolution' setting "
-                             f"({', '.join(n for n in backbones.list() if 'resolution' in dataclasses.asdict(backbones.get(n).config))})")
+            valid = [n for n in backbones.list() if "resolution" in dataclasses.asdict(backbones.get(n).config)]
+            raise ValueError(f"backbone {name!r} has a fixed input resolution; --resolution {resolution} is only "
+                             f"valid for backbones with a resolution setting ({', '.join(valid)})")
         if resolution < 8:
             raise ValueError(f"resolution must be >= 8 pixels, got {resolution}")
         config["resolution"] = resolution

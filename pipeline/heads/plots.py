@@ -62,3 +62,35 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def accuracy_vs_regularization(panels: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """A grid of validation accuracy vs regularisation: one row per tap, one column per method.
+
+    Each panel is {'tap', 'method', 'xlabel', 'x': (R,) values, 'series': {label: (R,) accuracies}}; the x axis is
+    symlog (linear below the smallest positive value) so a regularisation of 0 still has a place.
+    """
+    plt = _pyplot()
+    taps = list(dict.fromkeys(p["tap"] for p in panels))
+    methods = list(dict.fromkeys(p["method"] for p in panels))
+    fig, axes = plt.subplots(len(taps), len(methods), figsize=(4 * len(methods), 3 * len(taps)), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    for p in panels:
+        ax = axes[taps.index(p["tap"]), methods.index(p["method"])]
+        ax.set_visible(True)
+        x = np.asarray(p["x"], dtype=float)
+        for label, acc in p["series"].items():
+            ax.plot(x, acc, marker="o", markersize=3, label=label)
+        positive = x[x > 0]
+        ax.set_xscale("symlog", linthresh=positive.min() if positive.size else 1.0)
+        ax.set_xlabel(p["xlabel"])
+        ax.set_ylabel("val accuracy")
+        ax.set_title(f"{p['method']} on {p['tap']}", fontsize=9)
+        if len(p["series"]) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
