@@ -35,7 +35,7 @@ def linear_probe_row(cfg: dict, seed: int) -> dict:
     """A linear head on cached penultimate features (extracted here, into a fresh cache)."""
     from pipeline import backbones
     from pipeline.extract import extract
-    from pipeline.heads.estimators import LinearHead
+    from pipeline.heads import LinearHead
     from pipeline.store import load
 
     start = time.perf_counter()

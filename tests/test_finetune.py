@@ -297,3 +297,14 @@ def test_cli_reports_bad_settings_in_one_line(capsys):
     assert capsys.readouterr().err.strip() == (
         "error: backbone 'seednet_tiny' has a fixed input resolution; --resolution 64 is only valid for backbones "
         "with a resolution setting (efficientnet_lite0, efficientnet_lite_tiny, resnet18, resnet50, resnet_tiny)")
+
+
+def test_checkpointed_run_dir_refuses_other_settings(tmp_path, pretrained):
+    kwargs = dict(mode="last-k", k=0, weights=pretrained, limit=200, epochs=1, batch_size=32, augment=False,
+                  checkpoint_every=2, out=tmp_path / "run")
+    first = finetune("seednet_tiny", "digits", **kwargs)
+    assert first.resumed_from is None and (tmp_path / "run" / "checkpoints").is_dir()
+    again = finetune("seednet_tiny", "digits", **kwargs)  # the finished run's last checkpoint: nothing left to do
+    assert again.resumed_from == 4 and again.history == first.history
+    with pytest.raises(ValueError, match=r"holds checkpoints of a run with other settings \(k, lr differ\)"):
+        finetune("seednet_tiny", "digits", **(kwargs | {"k": 1, "lr": 0.5}))

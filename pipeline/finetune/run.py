@@ -67,7 +67,7 @@ def linear_probe(backbone: str, weights: str | Path, dataset: str, tap: str, *, 
       coef (D, K), intercept (K,) in the feature space of `tap`, and the validation accuracy.
     """
     from pipeline.extract import extract
-    from pipeline.heads.estimators import LinearHead
+    from pipeline.heads import LinearHead
     from pipeline.store import load
 
     feats = {}
@@ -142,9 +142,17 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     augment_fn = (lambda key, images: augment_batch(key, images, flip)) if augment else None
     steps = ClassifierSteps(model, tx, p, augment_fn, train_bn=train_bn, compute_dtype=DTYPES[dtype])
 
+    settings = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, classes=classes,
+                    per_class=per_class, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr,
+                    backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, resolution=p.resolution,
+                    augment=augment, flip=flip, train_bn=train_bn, dtype=dtype, accum_steps=accum_steps,
+                    patience=patience, seed=seed, class_names=train_source.class_names)
     out = Path(out) if out is not None else default_out(mode)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(out / "checkpoints") if checkpoint_every else None
+    checkpoints = None
+    if checkpoint_every:
+        _claim_run_dir(out, settings)
+        checkpoints = Checkpoints(out / "checkpoints")
     try:
         result = fit(steps, train, val, epochs=epochs, batch_size=batch_size, seed=seed, patience=patience,
                      checkpoints=checkpoints, checkpoint_every=checkpoint_every, progress=progress,
@@ -154,11 +162,6 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
             checkpoints.close()
     test_metrics = steps.evaluate(result.state, eval_batches(*test))
     tuned = steps.model(result.state)
-    settings = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, classes=classes,
-                    per_class=per_class, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr,
-                    backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, resolution=p.resolution,
-                    augment=augment, train_bn=train_bn, dtype=dtype, accum_steps=accum_steps, seed=seed,
-                    class_names=train_source.class_names)
     path = backbones.save(tuned, out / "backbone.safetensors", extra={
         "finetune": settings, "val_accuracy": result.best_val_accuracy, "test_accuracy": test_metrics["accuracy"]})
     outcome = FinetuneResult(out, path, test_metrics["accuracy"], result.best_val_accuracy, result.best_epoch,
@@ -167,6 +170,21 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     (out / "metrics.json").write_text(json.dumps({"settings": settings, **outcome.summary()}, indent=2))
     plot_curves(result.history, out / "curve.png", title=f"{backbone} {mode} on {dataset}")
     return outcome
+
+
+def _claim_run_dir(out: Path, settings: dict) -> None:
+    """Records the run's settings in OUT/settings.json; a directory holding another run's is refused,
+    so checkpoints are only ever resumed by the run that wrote them."""
+    path = out / "settings.json"
+    current = json.loads(json.dumps(settings))
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        if changed:
+            raise ValueError(f"{out} holds checkpoints of a run with other settings ({', '.join(changed)} differ); "
+                             "rerun with the same settings to resume, or pass another --out")
+    else:
+        path.write_text(json.dumps(current, indent=2))
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
