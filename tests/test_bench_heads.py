@@ -3,6 +3,7 @@
 import csv
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from helpers import assert_allclose
 from pipeline.cli import main
 from pipeline.heads import enable_compile_cache, train_heads
 from pipeline.heads.bench import bench_heads
+from pipeline.heads.validation import stratified_holdout
 from pipeline.store import FeatureStore, TapSpec
 
 CLASSES = ["ant", "bee", "cow"]
@@ -80,8 +82,6 @@ def test_grid_head_equals_a_single_train_heads_run(store, entries, tmp_path):
                          seed=3, **GRID)
     sweep = result.sweeps[("deep", "mlp")]
     x, y = train.features("deep"), train.labels
-    from pipeline.heads.validation import stratified_holdout
-
     keep, held = stratified_holdout(y, 0.1, 3)
     mean, std = x[keep].mean(axis=0), x[keep].std(axis=0)
     xs, xv = (x[keep] - mean) / std, (x[held] - mean) / std
@@ -118,6 +118,12 @@ def test_cli_prints_the_ranked_table(store, entries, tmp_path, capsys):
     assert any((store.root / "jax-compile").iterdir())
     saved = json.loads((out / "results.json").read_text())
     assert saved["settings"]["entries"]["val"] == test.digest and saved["settings"]["l2s"] == [1.0, 10.0]
+    code = main(["bench-heads", "--features", str(train.path), "--layer", "mid", "--heads", "mlp", "--lr", "1e-2",
+                 "--weight-decay", "0", "--hidden", "4", "--epochs", "2", "--knn", "1", "--out", str(tmp_path / "j"),
+                 "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and [r["method"] for r in printed["rows"]].count("mlp") == 1 and len(printed["rows"]) == 4
+    assert printed["rows"] == json.loads((tmp_path / "j" / "results.json").read_text())["rows"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -135,8 +141,6 @@ def test_bad_inputs_fail_with_clear_messages(store, entries, capsys, argv, messa
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
-    import re
-
     assert re.search(message, err), err
 
 

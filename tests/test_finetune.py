@@ -305,6 +305,31 @@ def test_checkpointed_run_dir_refuses_other_settings(tmp_path, pretrained):
     first = finetune("seednet_tiny", "digits", **kwargs)
     assert first.resumed_from is None and (tmp_path / "run" / "checkpoints").is_dir()
     again = finetune("seednet_tiny", "digits", **kwargs)  # the finished run's last checkpoint: nothing left to do
-    assert again.resumed_from == 4 and again.history == first.history
+    assert again.resumed_from == 6 and again.history == first.history  # 200 // 32 steps
     with pytest.raises(ValueError, match=r"holds checkpoints of a run with other settings \(k, lr differ\)"):
         finetune("seednet_tiny", "digits", **(kwargs | {"k": 1, "lr": 0.5}))
+
+
+def test_pretrain_runs_on_the_shared_loop(tmp_path):
+    from pipeline.pretrain import pretrain
+
+    result = pretrain("seednet_tiny", "digits", classes=[0, 1, 2], epochs=2, batch_size=64, out=tmp_path / "p.st")
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.val_accuracy == max(h["val_accuracy"] for h in result.history)
+    model = backbones.create("seednet_tiny", result.path)
+    assert model.config.num_classes == 3
+    _, meta = load_params(result.path)
+    assert_allclose(json.loads(meta["test_accuracy"]), result.test_accuracy, rtol=0, atol=0)
+
+
+def test_bn_statistics_default_frozen_from_pretrained_trained_from_scratch(tmp_path, pretrained):
+    source, _ = load_params(pretrained)
+    kwargs = dict(limit=100, epochs=1, batch_size=32, augment=False, patience=None)
+    full = finetune("seednet_tiny", "digits", mode="full", weights=pretrained, out=tmp_path / "full", **kwargs)
+    scratch = finetune("seednet_tiny", "digits", mode="scratch", out=tmp_path / "scratch", **kwargs)
+    tuned, _ = load_params(full.backbone_path)
+    fresh, _ = load_params(scratch.backbone_path)
+    for name in ("bn1.mean", "bn1.var", "bn3.mean", "bn3.var"):
+        assert np.array_equal(tuned[name], source[name]), name
+        assert not np.allclose(fresh[name], 0.0 if name.endswith("mean") else 1.0), name
+    assert not np.array_equal(tuned["conv1.kernel"], source["conv1.kernel"])

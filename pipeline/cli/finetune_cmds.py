@@ -27,7 +27,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random resized crop + horizontal flip (default: on)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--train-bn", action="store_true", help="update BatchNorm statistics (default: frozen)")
+    p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="update BatchNorm statistics (default: frozen, except in mode scratch)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs; 0 turns it off")

@@ -83,7 +83,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
              k: int | None = None, classes: Sequence[int] | None = None, per_class: int | None = None,
              limit: int | None = None, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
              backbone_lr_mult: float = 0.1, weight_decay: float = 1e-4, resolution: int | None = None,
-             augment: bool = True, flip: bool = True, train_bn: bool = False, dtype: str = "float32",
+             augment: bool = True, flip: bool = True, train_bn: bool | None = None, dtype: str = "float32",
              accum_steps: int = 1, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
              seed: int = 0, progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
              ) -> FinetuneResult:
@@ -100,7 +100,8 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
       epochs, batch_size, lr, weight_decay: AdamW with warm-up + cosine decay; `lr` is the head's.
       resolution: train and export at this input side (families with a resolution setting).
       augment, flip: random resized crop (+ horizontal flip) in the jitted step.
-      train_bn: update BatchNorm statistics (default: inference-mode BatchNorm, frozen statistics).
+      train_bn: update BatchNorm statistics; None: frozen (inference-mode BatchNorm) when starting from
+        pre-trained weights, trained for 'scratch' (random statistics would leave a deep net unnormalised).
       dtype: compute dtype 'float32' or 'bfloat16' (parameters stay float32).
       accum_steps: gradient accumulation; the effective batch is batch_size * accum_steps.
       patience: early stopping after this many epochs without better validation accuracy (None: off).
@@ -117,6 +118,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    train_bn = mode == "scratch" if train_bn is None else train_bn
     data = dict(classes=classes, per_class=per_class, limit=limit)
     train_source = open_source(dataset, "train", seed=seed, **data)
     num_classes = len(train_source.class_names)

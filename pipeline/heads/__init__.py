@@ -1,6 +1,7 @@
 """Heads on cached features: Linear/MLP classifiers (scikit-learn API), the vmapped sweep engine, save/load,
 and training-free evaluators (ridge over many L2 values from one eigendecomposition, k-NN, LogME)."""
 
+from pipeline.heads.bench import BenchResult, bench_heads
 from pipeline.heads.engine import SweepResult, enable_compile_cache, train_heads
 from pipeline.heads.estimators import HEADS, LinearHead, MLPHead
 from pipeline.heads.knn import knn_accuracy
@@ -11,7 +12,7 @@ from pipeline.heads.run import TrainResult, reduce_spatial, train
 from pipeline.heads.validation import NotFittedError
 
 __all__ = [
-    "HEADS", "LinearHead", "MLPHead", "NotFittedError", "RidgeModel", "RidgeSolver", "RidgeSweep", "SweepResult",
-    "TrainResult", "enable_compile_cache", "fit_ridge", "knn_accuracy", "load_head", "logme", "reduce_spatial",
-    "ridge_sweep", "save_head", "train", "train_heads",
+    "BenchResult", "HEADS", "LinearHead", "MLPHead", "NotFittedError", "RidgeModel", "RidgeSolver", "RidgeSweep",
+    "SweepResult", "TrainResult", "bench_heads", "enable_compile_cache", "fit_ridge", "knn_accuracy", "load_head",
+    "logme", "reduce_spatial", "ridge_sweep", "save_head", "train", "train_heads",
 ]

@@ -51,7 +51,7 @@ class BenchResult:
         settings: the grids and options used, with the entries' digests.
         sweeps: (tap, head kind) -> the SweepResult of that grid (heads in itertools.product(lrs, weight_decays)
             order; parameters act on features standardised with the training mean and std).
-        out_dir: where results.csv, results.json and accuracy_vs_regularization.png were written.
+        out_dir: the output directory. files: results.csv, results.json and accuracy_vs_regularization.png in it.
     """
 
     rows: list[dict[str, Any]]
@@ -114,6 +114,30 @@ def _grid_rows(tap: str, head: str, result: SweepResult, grid: list[tuple[float,
     return rows
 
 
+def _closed_form_rows(tap: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                      test: tuple[np.ndarray, np.ndarray] | None, l2s: list[float],
+                      ks: list[int]) -> tuple[list[dict], dict]:
+    """Rows of ridge (best L2 on val, refit on train + val), k-NN per k and LogME on one tap; the ridge curve."""
+    start = time.perf_counter()
+    model = fit_ridge(x, y, x_val, y_val, l2s)
+    rows = [{"method": "ridge", "tap": tap, "hyperparameters": {"l2": model.l2_},
+             "val_accuracy": model.sweep.best_accuracy, "test_accuracy": None if test is None else model.score(*test),
+             "seconds": time.perf_counter() - start}]
+    curve = {"tap": tap, "method": "ridge", "xlabel": "L2", "x": l2s,
+             "series": {"ridge": model.sweep.val_accuracy.tolist()}}
+    start = time.perf_counter()
+    knn_val = knn_accuracy(x, y, x_val, y_val, ks)
+    knn_test = None if test is None else knn_accuracy(x, y, *test, ks)
+    seconds = (time.perf_counter() - start) / len(ks)
+    rows += [{"method": "knn", "tap": tap, "hyperparameters": {"k": k}, "val_accuracy": knn_val[k],
+              "test_accuracy": None if knn_test is None else knn_test[k], "seconds": seconds} for k in ks]
+    start = time.perf_counter()
+    score = logme(x, y)
+    rows.append({"method": "logme", "tap": tap, "hyperparameters": {}, "val_accuracy": None, "test_accuracy": None,
+                 "logme": score, "seconds": time.perf_counter() - start})
+    return rows, curve
+
+
 def _rank(rows: list[dict]) -> list[dict]:
     """Accuracy rows by descending val accuracy, then LogME rows by descending score; numbered from 1."""
     scored = sorted((r for r in rows if r["val_accuracy"] is not None), key=lambda r: -r["val_accuracy"])
@@ -148,9 +172,10 @@ def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = 
     Returns:
         A BenchResult; out_dir holds results.csv, results.json and accuracy_vs_regularization.png.
     """
+    heads = [heads] if isinstance(heads, str) else list(heads)
     unknown = [h for h in heads if h not in HEADS]
     if unknown or not heads:
-        raise ValueError(f"heads {list(heads)} must be a non-empty subset of {sorted(HEADS)}; unknown: {unknown}")
+        raise ValueError(f"heads {heads} must be a non-empty subset of {sorted(HEADS)}; unknown: {unknown}")
     heads = list(dict.fromkeys(heads))
     lrs = _values("lr", lrs, float, 0.0, strict=True)
     weight_decays = _values("weight_decay", weight_decays, float, 0.0, strict=False)
@@ -171,11 +196,10 @@ def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = 
     names = train_entry.class_names
     others = {split: _open(store, ref, taps, names, split) for split, ref in (("val", val), ("test", test))
               if ref is not None}
-    held = None
-    if val is None:
-        keep, held = stratified_holdout(train_entry.labels, VAL_FRACTION, seed)
-    if ks[-1] > (train_entry.n if held is None else len(keep)):
-        raise ValueError(f"k={ks[-1]} exceeds the {train_entry.n if held is None else len(keep)} training rows")
+    keep, held = stratified_holdout(train_entry.labels, VAL_FRACTION, seed) if val is None else (None, None)
+    n_train = train_entry.n if keep is None else len(keep)
+    if ks[-1] > n_train:
+        raise ValueError(f"k={ks[-1]} exceeds the {n_train} training rows")
     grid = list(itertools.product(lrs, weight_decays))
     rows: list[dict] = []
     curves: list[dict] = []
@@ -204,24 +228,10 @@ def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = 
             curves.append({"tap": tap, "method": head, "xlabel": "weight decay", "x": weight_decays,
                            "series": {f"lr={lr:g}": accs[i].tolist() for i, lr in enumerate(lrs)}})
         note(f"{tap}: ridge over {len(l2s)} L2 values, k-NN, LogME")
-        start = time.perf_counter()
-        model = fit_ridge(x, y, x_val, y_val, l2s)
-        rows.append({"method": "ridge", "tap": tap, "hyperparameters": {"l2": model.l2_},
-                     "val_accuracy": model.sweep.best_accuracy,
-                     "test_accuracy": None if x_test is None else model.score(x_test, others["test"].labels),
-                     "seconds": time.perf_counter() - start})
-        curves.append({"tap": tap, "method": "ridge", "xlabel": "L2", "x": l2s,
-                       "series": {"ridge": model.sweep.val_accuracy.tolist()}})
-        start = time.perf_counter()
-        knn_val = knn_accuracy(x, y, x_val, y_val, ks)
-        knn_test = None if x_test is None else knn_accuracy(x, y, x_test, others["test"].labels, ks)
-        seconds = (time.perf_counter() - start) / len(ks)
-        rows += [{"method": "knn", "tap": tap, "hyperparameters": {"k": k}, "val_accuracy": knn_val[k],
-                  "test_accuracy": None if knn_test is None else knn_test[k], "seconds": seconds} for k in ks]
-        start = time.perf_counter()
-        score = logme(x, y)
-        rows.append({"method": "logme", "tap": tap, "hyperparameters": {}, "val_accuracy": None,
-                     "test_accuracy": None, "logme": score, "seconds": time.perf_counter() - start})
+        test_raw = None if x_test is None else (x_test, others["test"].labels)
+        closed_rows, curve = _closed_form_rows(tap, x, y, x_val, y_val, test_raw, l2s, ks)
+        rows += closed_rows
+        curves.append(curve)
 
     settings = {"entries": {"train": train_entry.digest,
                             "val": others["val"].digest if "val" in others else f"{VAL_FRACTION:.0%} of train "

@@ -68,7 +68,7 @@ def accuracy_vs_regularization(panels: Sequence[dict[str, Any]], path: Path, tit
     """A grid of validation accuracy vs regularisation: one row per tap, one column per method.
 
     Each panel is {'tap', 'method', 'xlabel', 'x': (R,) values, 'series': {label: (R,) accuracies}}; the x axis is
-    symlog (linear below the smallest positive value) so a regularisation of 0 still has a place.
+    logarithmic, or symlog (linear below the smallest positive value) when a regularisation of 0 needs a place.
     """
     plt = _pyplot()
     taps = list(dict.fromkeys(p["tap"] for p in panels))
@@ -83,7 +83,10 @@ def accuracy_vs_regularization(panels: Sequence[dict[str, Any]], path: Path, tit
         for label, acc in p["series"].items():
             ax.plot(x, acc, marker="o", markersize=3, label=label)
         positive = x[x > 0]
-        ax.set_xscale("symlog", linthresh=positive.min() if positive.size else 1.0)
+        if positive.size == x.size:
+            ax.set_xscale("log")
+        else:
+            ax.set_xscale("symlog", linthresh=positive.min() if positive.size else 1.0)
         ax.set_xlabel(p["xlabel"])
         ax.set_ylabel("val accuracy")
         ax.set_title(f"{p['method']} on {p['tap']}", fontsize=9)
