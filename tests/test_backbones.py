@@ -153,3 +153,16 @@ def test_save_and_load_round_trip(tmp_path, name):
     np.testing.assert_array_equal(again(x), model(x))
     with pytest.raises(ValueError, match=r"holds a '.*' backbone, not 'efficientnet_lite0'"):
         backbones.create("efficientnet_lite0", path)
+
+
+def test_pretrain_command_writes_what_the_registry_loads_as_pretrained(capsys):
+    from pipeline.cli import main
+
+    with pytest.raises(FileNotFoundError):
+        backbones.create("seednet_tiny")
+    assert main(["pretrain", "--backbone", "seednet_tiny", "--dataset", "digits", "--classes", "0-2", "--epochs", "1",
+                 "--batch-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "saved " in out and "test accuracy" in out
+    model = backbones.create("seednet_tiny")  # found in <cache>/weights/seednet_tiny.safetensors
+    assert model.config.num_classes == 3 and model.tap_infos()[-1].shape == (3,)
