@@ -13,16 +13,12 @@ Every measurement runs in a fresh subprocess (fair memory and thread use):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, parse_args, run_worker, spawn
 BATCH = 32
 
 
@@ -123,23 +119,17 @@ WORKERS = {"jax": _jax_throughput, "torch": _torch_throughput, "write": _write_o
 
 
 def _spawn(worker: str, *args) -> dict:
-    """Runs one measurement in a fresh interpreter and returns its JSON result."""
-    out = subprocess.run([sys.executable, __file__, "--worker", worker, json.dumps(args)], cwd=ROOT,
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One measurement; a failed one becomes a row saying why instead of ending the run."""
+    try:
+        return spawn(__file__, worker, *args)
+    except RuntimeError as err:
+        return {"error": str(err).splitlines()[-1]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer batches and images (a smoke run)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        sys.path.insert(0, str(ROOT))
-        print(json.dumps(WORKERS[args.worker](*json.loads(args.args))))
+    args, is_worker = parse_args(__doc__, "fewer batches and images (a smoke run)")
+    if is_worker:
+        run_worker(args, WORKERS)
         return
 
     batches = 3 if args.quick else 10

@@ -24,16 +24,14 @@ compilation cache lives in a new empty directory per run: the first process usin
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, parse_args, run_worker, spawn
 N_TRAIN, N_TEST, DIM, CLASSES = 60_000, 10_000, 1_280, 10
 LRS, WDS, SEEDS, HIDDEN, EPOCHS = (1e-3, 3e-3, 1e-2, 3e-2), (0.0, 1e-4, 1e-3, 1e-2), (0, 1), 128, 5
 # Chosen after lr=1e-2, 10 epochs, batch 256 scored 0.8401 vs sklearn's 0.8415 on the synthetic set (see --help).
@@ -153,14 +151,7 @@ WORKERS = {"ours_linear": _ours_linear, "sk_logreg": _sk_logreg, "ours_sweep": _
 
 
 def _spawn(worker: str, *args) -> dict:
-    """Runs one measurement in a fresh interpreter; its JSON result plus 'process_s', the whole process's time."""
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--worker", worker, json.dumps(args)], cwd=ROOT,
-                         capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {worker} failed:\n{out.stderr.strip()[-2000:]}")
-    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": seconds}
+    return spawn(__file__, worker, *args)
 
 
 def _features(quick: bool, path: Path) -> str:
@@ -215,14 +206,9 @@ def _sklearn_sweep(data: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="6,000 training rows (a smoke run)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        sys.path.insert(0, str(ROOT))
-        print(json.dumps(WORKERS[args.worker](*json.loads(args.args))))
+    args, is_worker = parse_args(__doc__, "6,000 training rows (a smoke run)")
+    if is_worker:
+        run_worker(args, WORKERS)
         return
 
     sys.path.insert(0, str(ROOT))

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from pipeline import backbones
-from pipeline.backbones.base import Backbone
 from pipeline.data import Geometry, Source, open_source
 from pipeline.finetune.augment import augment_batch
 from pipeline.finetune.checkpoint import Checkpoints

@@ -1,0 +1,45 @@
+"""What the benchmark scripts share: each measurement runs in a fresh interpreter (fair memory and
+threads), as `SCRIPT --worker NAME JSON_ARGS`, and reports one line of JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(doc: str, quick_help: str) -> tuple[argparse.Namespace, bool]:
+    """The script's arguments; when called as a worker, also whether this process is one."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    return args, args.worker is not None
+
+
+def run_worker(args: argparse.Namespace, workers: dict[str, Callable[..., dict]]) -> None:
+    """Runs the named measurement in this process and prints its JSON result."""
+    sys.path.insert(0, str(ROOT))
+    print(json.dumps(workers[args.worker](*json.loads(args.args))))
+
+
+def spawn(script: str, worker: str, *args: Any) -> dict:
+    """One measurement in a fresh interpreter: its JSON result plus 'process_s', the whole process's time.
+
+    Raises:
+      RuntimeError: the worker failed; the message ends with its stderr.
+    """
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, script, "--worker", worker, json.dumps(args)], cwd=ROOT,
+                         capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {worker} failed:\n{out.stderr.strip()[-2000:]}")
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": seconds}
