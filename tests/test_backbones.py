@@ -166,3 +166,15 @@ def test_pretrain_command_writes_what_the_registry_loads_as_pretrained(capsys):
     assert "saved " in out and "test accuracy" in out
     model = backbones.create("seednet_tiny")  # found in <cache>/weights/seednet_tiny.safetensors
     assert model.config.num_classes == 3 and model.tap_infos()[-1].shape == (3,)
+
+
+def test_sharded_batches_equal_single_device_results():
+    if len(jax.local_devices()) < 2:
+        pytest.skip("one host device: nothing is sharded")
+    model = backbones.create("efficientnet_lite_tiny", "random")
+    apply = frozen_apply(model, ["block3", "pool"])
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    sharded, single = apply(images), apply(images[:7])  # 7 rows do not split over the devices
+    assert len(sharded["pool"].sharding.device_set) == len(jax.local_devices())
+    for tap in ("block3", "pool"):  # per-image arithmetic does not depend on the device or batch
+        np.testing.assert_array_equal(np.asarray(sharded[tap])[:7], single[tap])

@@ -7,7 +7,9 @@ from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pipeline.backbones.base import Backbone, Tap, resolve_taps
 
@@ -43,7 +45,21 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
     pool_features(jnp.zeros((1, 1)), pool)  # validates `pool` before any compile
     names = tuple(resolve_taps(model.tap_names(), taps))
     graph, state = nnx.split(model)
-    return functools.partial(_run, graph, state, names=names, pool=pool, dtype=dtype, resolution=resolution)
+    run = functools.partial(_run, graph, names=names, pool=pool, dtype=dtype, resolution=resolution)
+    devices = jax.local_devices()
+    if len(devices) < 2 or devices[0].platform != "cpu":
+        return lambda images: run(state, images)
+    # Several host devices (pipeline._xla): replicate the weights, split each batch across the cores.
+    mesh = Mesh(np.array(devices), ("batch",))
+    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    split = NamedSharding(mesh, PartitionSpec("batch"))
+
+    def apply(images):
+        if len(images) % len(devices):
+            return run(jax.device_put(state, devices[0]), images)  # ragged: one device
+        return run(state, jax.device_put(images, split))
+
+    return apply
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("names", "pool", "dtype", "resolution"))
