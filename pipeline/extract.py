@@ -14,7 +14,7 @@ from flax import nnx
 
 from pipeline import backbones
 from pipeline.backbones.base import Tap
-from pipeline.backbones.frozen import frozen_apply
+from pipeline.backbones.frozen import frozen_apply, pooled_shape
 from pipeline.data import Batch, Geometry, Source, open_source
 from pipeline.store import Entry, FeatureStore, TapSpec
 from pipeline.weights import params_digest
@@ -70,7 +70,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
       backbone: registered name; weights: 'pretrained', 'random' or a checkpoint path.
       dataset, split, classes, limit, per_class, seed, on_error: see `pipeline.data.open_source`.
       taps: names or indices; all come from one pass that stops at the deepest.
-      pool: 'avg' | 'max' | 'none' (keep spatial maps) for spatial taps.
+      pool: 'avg' | 'max' (global), 'grid' (4x4 region averages) or 'none' (whole maps) for spatial taps.
       dtype: compute dtype 'float32' | 'bfloat16' (stored as float32).
       batch_size: images per compiled call (the last batch is padded, so one compile serves all).
       resolution: input side; default the backbone's own.
@@ -97,7 +97,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
         return ExtractResult(hit, True, 0, time.perf_counter() - start, skipped=hit.skipped)
 
     infos = {t.name: t for t in model.tap_infos(side)}
-    specs = {t: TapSpec(_pooled_shape(infos[t].shape, pool), dtype, infos[t].stride, {"tap_index": i})
+    specs = {t: TapSpec(pooled_shape(infos[t].shape, pool), dtype, infos[t].stride, {"tap_index": i})
              for i, t in enumerate(model.tap_names()) if t in names}
     attrs = {"jax_version": jax.__version__, "flax_version": flax.__version__, "weights": str(weights)}
     with store.writer(key, specs, class_names=source.class_names, attrs=attrs, compression=compression,
@@ -113,10 +113,6 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
         entry = writer.commit()
     end = time.perf_counter()
     return ExtractResult(entry, False, computed, end - start, end - compute_start, entry.skipped)
-
-
-def _pooled_shape(shape: tuple[int, ...], pool: str) -> tuple[int, ...]:
-    return shape[-1:] if len(shape) == 3 and pool != "none" else shape
 
 
 def _run(apply, batches, source: Source, writer, batch_size: int, progress: Progress | None) -> int:

@@ -9,7 +9,7 @@ from helpers import assert_allclose
 from pipeline import backbones
 from pipeline.backbones import efficientnet_lite
 from pipeline.backbones.base import resolve_taps
-from pipeline.backbones.frozen import frozen_apply, pool_features
+from pipeline.backbones.frozen import frozen_apply, pool_features, pooled_shape
 from pipeline.backbones.layers import depthwise_conv, same_pads
 
 TINY = ["efficientnet_lite_tiny", "seednet_tiny", "resnet_tiny"]
@@ -122,15 +122,26 @@ def test_frozen_apply_pools_and_validates():
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8))
     x = model.preprocessing(images)
     ref = model.features(x, ["conv2", "fc1"])
-    for pool in ("avg", "max", "none"):
+    for pool in ("avg", "max", "grid", "none"):
         out = frozen_apply(model, ["conv2", "fc1"], pool=pool)(images)
         assert_allclose(out["conv2"], pool_features(ref["conv2"], pool), rtol=1e-5, atol=1e-5)
         assert_allclose(out["fc1"], ref["fc1"], rtol=1e-5, atol=1e-5)
     assert out["conv2"].shape == (3, 7, 7, 6)
-    with pytest.raises(ValueError, match=r"unknown pool 'mean'; valid: avg, max, none"):
+    with pytest.raises(ValueError, match=r"unknown pool 'mean'; valid: avg, max, grid, none"):
         frozen_apply(model, ["fc1"], pool="mean")
     with pytest.raises(ValueError, match=r"unknown dtype 'float16'; valid: float32, bfloat16"):
         frozen_apply(model, ["fc1"], dtype="float16")
+
+
+def test_grid_pool_averages_adaptive_regions():
+    x = np.random.default_rng(1).normal(size=(2, 7, 9, 3)).astype(np.float32)
+    # adaptive average pooling bins of 7 rows into 4: [0,2) [1,4) [3,6) [5,7); of 9 columns: [0,3) [2,5) [4,7) [6,9)
+    rows, cols = [(0, 2), (1, 4), (3, 6), (5, 7)], [(0, 3), (2, 5), (4, 7), (6, 9)]
+    expected = np.array([[[x[b, r0:r1, c0:c1].mean(axis=(0, 1)) for c0, c1 in cols] for r0, r1 in rows]
+                         for b in range(2)])
+    assert_allclose(pool_features(jnp.asarray(x), "grid"), expected, rtol=1e-6, atol=1e-6)
+    assert pooled_shape((7, 9, 3), "grid") == (4, 4, 3) and pooled_shape((10,), "grid") == (10,)
+    assert pooled_shape((7, 9, 3), "avg") == (3,) and pooled_shape((7, 9, 3), "none") == (7, 9, 3)
 
 
 def test_preprocessing_converts_channels_and_resizes():

@@ -17,7 +17,7 @@ from pipeline.finetune.augment import augment_batch, crop_boxes, resized_crop
 from pipeline.finetune.groups import label_fn
 from pipeline.training import ClassifierSteps
 from pipeline.weights import load_params
-from pipeline.weights.nnx_state import flatten_state
+from pipeline.weights.nnx_state import assign_flat, flatten_state
 
 SEEDNET_STAGES = {"conv1": ["bn1.bias", "bn1.scale", "conv1.kernel"],
                   "conv2": ["bn2.bias", "bn2.scale", "conv2.kernel"],
@@ -199,7 +199,36 @@ def test_build_target_copies_everything_but_the_classifier(pretrained):
             assert np.array_equal(source[name], target[name]), name
 
 
+def test_build_target_transfers_only_the_first_stages(tmp_path):
+    model = backbones.create("seednet_tiny", "random", seed=7)
+    flat = _flat(nnx.state(model))
+    rng = np.random.default_rng(0)  # BatchNorm statistics unlike a fresh model's zeros and ones
+    assign_flat(model, {k: v + rng.uniform(0.5, 1, v.shape).astype(v.dtype) if k.startswith("bn") else v
+                        for k, v in flat.items()}, source="test")
+    pretrained = backbones.save(model, tmp_path / "source.safetensors")
+    source = _flat(nnx.state(backbones.create("seednet_tiny", pretrained)))
+    fresh = _flat(nnx.state(build_target("seednet_tiny", 4, weights="random", seed=5)))
+    target = _flat(nnx.state(build_target("seednet_tiny", 4, weights=pretrained, transfer=2, seed=5)))
+    for name in target:  # conv1, conv2 with their BatchNorm statistics from the source; the rest as initialised
+        origin = source if name.split(".")[0] in ("conv1", "bn1", "conv2", "bn2") else fresh
+        assert np.array_equal(target[name], origin[name]), name
+    assert not np.array_equal(source["conv3.kernel"], fresh["conv3.kernel"])  # the test can tell them apart
+    assert not np.array_equal(source["bn1.mean"], fresh["bn1.mean"])
+
+
+def test_param_labels_put_new_stages_in_the_head_group():
+    model = backbones.create("seednet_tiny", "random")
+    full = param_labels(model, "full", transferred=2)
+    frozen = param_labels(model, "last-k", 3, transferred=2)
+    for stage, (in_full, in_frozen) in {"conv1": ("backbone", "frozen"), "conv2": ("backbone", "frozen"),
+                                        "conv3": ("head", "head"), "fc2": ("head", "head")}.items():
+        assert {full[n] for n in SEEDNET_STAGES[stage]} == {in_full}
+        assert {frozen[n] for n in SEEDNET_STAGES[stage]} == {in_frozen}
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
+    ({"name": "seednet_tiny", "transfer": 6}, ValueError,
+     r"transfer must be an int in 0..5 \(the leading stages of seednet_tiny to copy: conv1, .*fc2\), got 6"),
     ({"name": "seednet_tiny", "resolution": 64}, ValueError, r"backbone 'seednet_tiny' has a fixed input resolution"),
     ({"name": "resnet_tiny", "resolution": 4}, ValueError, r"resolution must be >= 8 pixels, got 4"),
     ({"name": "seednet_tiny", "num_classes": 1}, ValueError, r"num_classes must be an int >= 2, got 1"),
@@ -255,6 +284,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"mode": "half"}, r"unknown mode 'half'; valid: full, last-k, lp-ft, scratch"),
     ({"dtype": "float16"}, r"unknown dtype 'float16'; valid: float32, bfloat16"),
+    ({"mode": "scratch", "transfer": 2}, r"transfer is not used by mode 'scratch' .* use mode 'full' or 'last-k'"),
 ])
 def test_finetune_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

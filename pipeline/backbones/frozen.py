@@ -13,17 +13,39 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pipeline.backbones.base import Backbone, Tap, resolve_taps
 
-POOLS = ("avg", "max", "none")
+POOLS = ("avg", "max", "grid", "none")
+GRID = 4  # 'grid' pooling keeps a GRID x GRID map of region averages
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def _region_means(size: int) -> np.ndarray:
+    """(GRID, size) matrix averaging GRID near-equal regions of `size` positions (adaptive average
+    pooling's bins: floor(i * size / GRID) .. ceil((i + 1) * size / GRID))."""
+    m = np.zeros((GRID, size), np.float32)
+    for i in range(GRID):
+        lo, hi = (i * size) // GRID, -((-(i + 1) * size) // GRID)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
 def pool_features(x: jax.Array, pool: str) -> jax.Array:
-    """Global pooling of a (B, H, W, C) map; vectors (B, D) pass unchanged."""
+    """Pooling of a (B, H, W, C) map: global 'avg'/'max' -> (B, C), 'grid' -> (B, GRID, GRID, C) region
+    averages (keeps coarse layout, for early taps), 'none'; vectors (B, D) pass unchanged."""
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; valid: {', '.join(POOLS)}")
     if x.ndim != 4 or pool == "none":
         return x
+    if pool == "grid":
+        rows, cols = _region_means(x.shape[1]), _region_means(x.shape[2])
+        return jnp.einsum("ih,bhwc,jw->bijc", rows.astype(x.dtype), x, cols.astype(x.dtype))
     return jnp.mean(x, axis=(1, 2)) if pool == "avg" else jnp.max(x, axis=(1, 2))
+
+
+def pooled_shape(shape: tuple[int, ...], pool: str) -> tuple[int, ...]:
+    """The shape `pool_features` gives one example of `shape` (H, W, C) or (D,)."""
+    if len(shape) != 3 or pool == "none":
+        return shape
+    return (GRID, GRID, shape[-1]) if pool == "grid" else shape[-1:]
 
 
 def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dtype: str = "float32",
@@ -33,7 +55,7 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
     Args:
       model: a backbone (inference mode).
       taps: names or indices.
-      pool: 'avg' | 'max' | 'none' for spatial taps.
+      pool: one of POOLS for spatial taps (see pool_features).
       dtype: compute dtype, 'float32' or 'bfloat16'; outputs are always float32.
       resolution: input side (defaults to the backbone's).
     Returns:

@@ -14,6 +14,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="data SPEC with train/val/test splits")
     p.add_argument("--mode", default="full", choices=("full", "last-k", "lp-ft", "scratch"))
     p.add_argument("--k", type=int, default=None, help="last-k: trainable stages before the classifier")
+    p.add_argument("--transfer", type=int, default=None,
+                   help="copy only the first N stages; later ones start from random init (default: all)")
     p.add_argument("--classes", default=None, help="target classes, e.g. '5-9' (default: all)")
     p.add_argument("--per-class", type=int, default=None)
     p.add_argument("--limit", type=int, default=None)
@@ -63,7 +65,7 @@ def _finetune(args: argparse.Namespace) -> None:
 
     try:
         result = finetune(
-            args.backbone, args.dataset, mode=args.mode, weights=args.weights, k=args.k,
+            args.backbone, args.dataset, mode=args.mode, weights=args.weights, k=args.k, transfer=args.transfer,
             classes=parse_classes(args.classes), per_class=args.per_class, limit=args.limit, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult,
             weight_decay=args.weight_decay, resolution=args.resolution, augment=args.augment, flip=args.flip,

@@ -59,12 +59,15 @@ def stage_params(model: Backbone, resolution: int | None = None) -> dict[str, li
     return out
 
 
-def param_labels(model: Backbone, mode: str, k: int | None = None, resolution: int | None = None) -> dict[str, str]:
+def param_labels(model: Backbone, mode: str, k: int | None = None, resolution: int | None = None,
+                 transferred: int | None = None) -> dict[str, str]:
     """Each parameter's group: 'head' (the classifier), 'backbone' (trainable) or 'frozen'.
 
     Args:
       mode: one of MODES; 'last-k' trains the last `k` stages before the classifier, the rest is frozen.
       k: for 'last-k', 0 (head only) .. number of stages before the classifier.
+      transferred: how many leading stages hold transferred weights (None: all before the classifier);
+        trainable stages after them are new layers and join the 'head' group (its learning rate).
     Returns:
       {'.'-joined parameter name: label}.
     """
@@ -82,11 +85,12 @@ def param_labels(model: Backbone, mode: str, k: int | None = None, resolution: i
         raise ValueError(f"k is only used by mode 'last-k', not {mode!r}")
     else:
         trainable = set(body)
+    new = set(body[len(body) if transferred is None else transferred:])
     labels: dict[str, str] = {}
     for stage in body:  # a parameter shared by a frozen and a trainable stage is trained
         for name in stages[stage]:
             if stage in trainable:
-                labels[name] = "backbone"
+                labels[name] = "head" if stage in new else "backbone"
             else:
                 labels.setdefault(name, "frozen")
     for name in stages[order[-1]]:

@@ -79,9 +79,9 @@ def linear_probe(backbone: str, weights: str | Path, dataset: str, tap: str, *, 
 
 
 def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | Path = "pretrained",
-             k: int | None = None, classes: Sequence[int] | None = None, per_class: int | None = None,
-             limit: int | None = None, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-             backbone_lr_mult: float = 0.1, weight_decay: float = 1e-4, resolution: int | None = None,
+             k: int | None = None, transfer: int | None = None, classes: Sequence[int] | None = None,
+             per_class: int | None = None, limit: int | None = None, epochs: int = 10, batch_size: int = 64,
+             lr: float = 1e-3, backbone_lr_mult: float = 0.1, weight_decay: float = 1e-4, resolution: int | None = None,
              augment: bool = True, flip: bool = True, train_bn: bool | None = None, dtype: str = "float32",
              accum_steps: int = 1, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
              seed: int = 0, progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
@@ -96,6 +96,9 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         before the classifier and the classifier; the rest frozen), 'lp-ft' (classifier initialised
         by a linear probe on cached features, then full), 'scratch' (same network, random init, one
         learning rate for all: backbone_lr_mult is ignored).
+      transfer: copy only the first `transfer` stages from `weights`; later stages start from random init
+        and train at the head's learning rate (Yosinski et al. 2014's "cut after layer n"; with 'last-k'
+        and k = stages - transfer the copied stages stay frozen). None: all stages but the classifier.
       epochs, batch_size, lr, weight_decay: AdamW with warm-up + cosine decay; `lr` is the head's.
       resolution: train and export at this input side (families with a resolution setting).
       augment, flip: random resized crop (+ horizontal flip) in the jitted step.
@@ -117,12 +120,15 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    if transfer is not None and mode in ("scratch", "lp-ft"):
+        raise ValueError(f"transfer is not used by mode {mode!r} (scratch copies nothing; lp-ft's probe needs "
+                         "every stage); use mode 'full' or 'last-k'")
     train_bn = mode == "scratch" if train_bn is None else train_bn
     data = dict(classes=classes, per_class=per_class, limit=limit)
     train_source = open_source(dataset, "train", seed=seed, **data)
     num_classes = len(train_source.class_names)
     model = build_target(backbone, num_classes, weights="random" if mode == "scratch" else weights,
-                         resolution=resolution, seed=seed)
+                         resolution=resolution, transfer=transfer, seed=seed)
     p = model.preprocessing
     geometry = Geometry(p.resolution, p.resize, p.resample)
     train = load_split(train_source, geometry)
@@ -134,7 +140,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         coef, intercept, probe_accuracy = linear_probe(backbone, weights, dataset, penultimate_tap(model),
                                                        resolution=resolution, data=data, seed=seed)
         set_linear_head(model, coef, intercept)
-    labels = param_labels(model, mode, k)
+    labels = param_labels(model, mode, k, transferred=transfer)
     updates = epochs * (len(train[0]) // batch_size) // accum_steps
     # a randomly initialised backbone has nothing to preserve: it trains at the head's rate
     mult = 1.0 if mode == "scratch" else backbone_lr_mult
@@ -143,8 +149,8 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     augment_fn = (lambda key, images: augment_batch(key, images, flip)) if augment else None
     steps = ClassifierSteps(model, tx, p, augment_fn, train_bn=train_bn, compute_dtype=DTYPES[dtype])
 
-    settings = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, classes=classes,
-                    per_class=per_class, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr,
+    settings = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, transfer=transfer,
+                    classes=classes, per_class=per_class, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr,
                     backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, resolution=p.resolution,
                     augment=augment, flip=flip, train_bn=train_bn, dtype=dtype, accum_steps=accum_steps,
                     patience=patience, seed=seed, class_names=train_source.class_names)

@@ -34,30 +34,54 @@ def head_params(model: Backbone) -> list[str]:
     return list(stage_params(model).values())[-1]
 
 
+def check_transfer(model: Backbone, transfer: int | None) -> int:
+    """The number of leading stages to copy: `transfer`, or all but the classifier when None."""
+    body = model.tap_names()[:-1]
+    if transfer is None:
+        return len(body)
+    if isinstance(transfer, bool) or not isinstance(transfer, int) or not 0 <= transfer <= len(body):
+        raise ValueError(f"transfer must be an int in 0..{len(body)} (the leading stages of {model.name} to copy: "
+                         f"{', '.join(body)}), got {transfer!r}")
+    return transfer
+
+
+def _module(variable: str) -> str:
+    """'blocks.3.bn1.scale' -> 'blocks.3.bn1': a parameter's module, which also owns its BatchNorm statistics."""
+    return variable.rpartition(".")[0]
+
+
 def build_target(name: str, num_classes: int, *, weights: str | Path = "pretrained", resolution: int | None = None,
-                 seed: int = 0) -> Backbone:
-    """A `num_classes` classifier whose every non-classifier variable is copied from `weights`.
+                 transfer: int | None = None, seed: int = 0) -> Backbone:
+    """A `num_classes` classifier whose leading stages are copied from `weights`.
 
     Args:
       name: registered backbone; weights: 'pretrained', 'random' (every variable from `seed`: the
         scratch baseline) or a checkpoint path.
       num_classes: K, the size of the new, randomly initialised (from `seed`) classifier.
       resolution: input side to train and export at (families with a resolution setting only).
+      transfer: copy the variables of the first `transfer` stages only; the later stages start from
+        random init like the classifier (Yosinski et al. 2014's "cut after layer n"). None: every
+        stage but the classifier.
     Returns:
       The model in inference mode.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     model = backbones.get(name).build(nnx.Rngs(seed), target_config(name, num_classes, resolution))
+    n = check_transfer(model, transfer)
     if weights == "random":
         return model
     source = flatten_state(nnx.state(backbones.create(name, weights, seed=seed)))
     flat = flatten_state(nnx.state(model))
-    head = set(head_params(model))
-    missing = sorted(set(flat) - head - set(source))
+    stages = stage_params(model)
+    copied = {_module(p) for stage in list(stages)[:n] for p in stages[stage]}
+    keep = {k for k in flat if _module(k) not in copied}  # stays as initialised: later stages, classifier
+    if n == len(model.tap_names()) - 1:
+        keep = set(head_params(model))  # every variable but the classifier's (also those no stage reads)
+    missing = sorted(set(flat) - keep - set(source))
     if missing:
         raise ValueError(f"weights {str(weights)!r} lack {len(missing)} variables of {name}: {missing[:5]}")
-    assign_flat(model, {k: v if k in head else source[k] for k, v in flat.items()}, source=str(weights))
+    assign_flat(model, {k: v if k in keep else source[k] for k, v in flat.items()}, source=str(weights))
     return model
 
 
