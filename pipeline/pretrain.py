@@ -26,7 +26,8 @@ class PretrainResult:
     history: list[dict]  # per epoch: epoch, step, train_loss, train_accuracy, val_loss, val_accuracy
 
 
-def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = None, epochs: int = 5,
+def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = None, per_class: int | None = None,
+             epochs: int = 5,
              batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0,
              out: str | Path | None = None,
              progress: Callable[[int, int, dict], None] | None = None) -> PretrainResult:
@@ -36,6 +37,7 @@ def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = Non
       backbone: a registered name; its classifier is sized to the number of classes.
       dataset: a data SPEC (see pipeline.data.open_source) with train/val/test splits.
       classes: class indices of the source task (e.g. [0, 1, 2, 3, 4]); all when None.
+      per_class: at most this many images per class in each split (quick runs); all when None.
       epochs, batch_size, lr, weight_decay, seed: AdamW with warm-up + cosine decay.
       out: checkpoint path; default `<weights dir>/<backbone>.safetensors`, where the registry
         finds the pre-trained weights.
@@ -46,15 +48,15 @@ def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = Non
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     entry = backbones.get(backbone)
-    train_source = open_source(dataset, "train", classes=classes, seed=seed)
+    train_source = open_source(dataset, "train", classes=classes, per_class=per_class, seed=seed)
     class_names = train_source.class_names
     config = replace(entry.config, num_classes=len(class_names))
     model = entry.build(nnx.Rngs(seed), {k: getattr(config, k) for k in config.__dataclass_fields__})
     p = model.preprocessing
     geometry = Geometry(p.resolution, p.resize, p.resample)
     train = load_split(train_source, geometry)
-    val = load_split(open_source(dataset, "val", classes=classes, seed=seed), geometry)
-    test = load_split(open_source(dataset, "test", classes=classes, seed=seed), geometry)
+    val = load_split(open_source(dataset, "val", classes=classes, per_class=per_class, seed=seed), geometry)
+    test = load_split(open_source(dataset, "test", classes=classes, per_class=per_class, seed=seed), geometry)
     if len(train[0]) < batch_size:
         raise ValueError(f"{dataset} has {len(train[0])} training images, fewer than batch_size {batch_size}")
 
@@ -68,7 +70,8 @@ def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = Non
     path = Path(out) if out else backbones.default_weights_dir() / f"{backbone}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     backbones.save(steps.model(state), path, extra={
-        "dataset": dataset, "classes": classes, "class_names": class_names, "epochs": epochs, "seed": seed,
+        "dataset": dataset, "classes": classes, "per_class": per_class, "class_names": class_names, "epochs": epochs,
+        "seed": seed,
         "val_accuracy": result.best_val_accuracy, "test_accuracy": test_metrics["accuracy"]})
     return PretrainResult(path, result.best_val_accuracy, test_metrics["accuracy"], time.perf_counter() - start,
                           result.history)

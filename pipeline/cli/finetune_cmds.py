@@ -26,8 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="backbone learning rate = lr x this (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--resolution", type=int, default=None, help="input side, e.g. 96 on a CPU")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="random resized crop + horizontal flip (default: on)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random resized crop + horizontal flip (default: on in mode scratch only)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="update BatchNorm statistics (default: frozen, except in mode scratch)")

@@ -60,7 +60,8 @@ def default_out(mode: str) -> Path:
 
 def linear_probe(backbone: str, weights: str | Path, dataset: str, tap: str, *, resolution: int | None,
                  data: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """A linear head on the cached (extracted once, avg-pooled) `tap` features of train, scored on val.
+    """A linear head on the cached (extracted once, avg-pooled) `tap` features of train (the `data`
+    subset: classes, per_class, limit), scored on the whole val split of `classes`.
 
     Returns:
       coef (D, K), intercept (K,) in the feature space of `tap`, and the validation accuracy.
@@ -70,9 +71,10 @@ def linear_probe(backbone: str, weights: str | Path, dataset: str, tap: str, *, 
     from pipeline.store import load
 
     feats = {}
-    for split in ("train", "val"):
+    for split in ("train", "val"):  # the training subset; val whole
+        subset = data if split == "train" else {"classes": data.get("classes")}
         entry = extract(backbone, dataset, [tap], weights=weights, split=split, pool="avg", resolution=resolution,
-                        seed=seed, **data).entry
+                        seed=seed, **subset).entry
         feats[split] = load(entry, tap)
     head = LinearHead(seed=seed).fit(*feats["train"], *feats["val"])
     return head.coef_, head.intercept_, float(head.score(*feats["val"]))
@@ -82,7 +84,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
              k: int | None = None, transfer: int | None = None, classes: Sequence[int] | None = None,
              per_class: int | None = None, limit: int | None = None, epochs: int = 10, batch_size: int = 64,
              lr: float = 1e-3, backbone_lr_mult: float = 0.1, weight_decay: float = 1e-4, resolution: int | None = None,
-             augment: bool = True, flip: bool = True, train_bn: bool | None = None, dtype: str = "float32",
+             augment: bool | None = None, flip: bool = True, train_bn: bool | None = None, dtype: str = "float32",
              accum_steps: int = 1, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
              seed: int = 0, progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
              ) -> FinetuneResult:
@@ -91,7 +93,8 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     Args:
       backbone, weights: registered name and its weights ('pretrained' or a checkpoint path).
       dataset, classes, per_class, limit, seed: the target task (see `pipeline.data.open_source`);
-        splits train (training), val (per-epoch validation, early stopping) and test (final score).
+        splits train (training), val (per-epoch validation, early stopping) and test (final score);
+        per_class and limit select the training subset, val and test stay whole.
       mode: 'full' (all trainable, backbone lr = lr * backbone_lr_mult), 'last-k' (the last `k` stages
         before the classifier and the classifier; the rest frozen), 'lp-ft' (classifier initialised
         by a linear probe on cached features, then full), 'scratch' (same network, random init, one
@@ -101,7 +104,10 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         and k = stages - transfer the copied stages stay frozen). None: all stages but the classifier.
       epochs, batch_size, lr, weight_decay: AdamW with warm-up + cosine decay; `lr` is the head's.
       resolution: train and export at this input side (families with a resolution setting).
-      augment, flip: random resized crop (+ horizontal flip) in the jitted step.
+      augment, flip: random resized crop (+ horizontal flip) in the jitted step. augment None: on for
+        'scratch' only: on seednet's transfer tasks crops cost runs from pre-trained weights 1-7 points of
+        test accuracy (their frozen BatchNorm statistics and features expect whole images) and gained a
+        run from scratch 9.
       train_bn: update BatchNorm statistics; None: frozen (inference-mode BatchNorm) when starting from
         pre-trained weights, trained for 'scratch' (random statistics would leave a deep net unnormalised).
       dtype: compute dtype 'float32' or 'bfloat16' (parameters stay float32).
@@ -124,16 +130,17 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         raise ValueError(f"transfer is not used by mode {mode!r} (scratch copies nothing; lp-ft's probe needs "
                          "every stage); use mode 'full' or 'last-k'")
     train_bn = mode == "scratch" if train_bn is None else train_bn
+    augment = mode == "scratch" if augment is None else augment
     data = dict(classes=classes, per_class=per_class, limit=limit)
-    train_source = open_source(dataset, "train", seed=seed, **data)
+    train_source = open_source(dataset, "train", seed=seed, **data)  # per_class, limit: the training subset
     num_classes = len(train_source.class_names)
     model = build_target(backbone, num_classes, weights="random" if mode == "scratch" else weights,
                          resolution=resolution, transfer=transfer, seed=seed)
     p = model.preprocessing
     geometry = Geometry(p.resolution, p.resize, p.resample)
     train = load_split(train_source, geometry)
-    val = load_split(open_source(dataset, "val", seed=seed, **data), geometry)
-    test = load_split(open_source(dataset, "test", seed=seed, **data), geometry)
+    val = load_split(open_source(dataset, "val", classes=classes, seed=seed), geometry)  # whole, so runs on
+    test = load_split(open_source(dataset, "test", classes=classes, seed=seed), geometry)  # any subset compare
 
     probe_accuracy = None
     if mode == "lp-ft":
