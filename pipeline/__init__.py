@@ -31,6 +31,9 @@ _EXPORTS = {
     "predict": ("pipeline.predict", "predict"),
     "PretrainResult": ("pipeline.pretrain", "PretrainResult"),
     "pretrain": ("pipeline.pretrain", "pretrain"),
+    "strategy": ("pipeline.strategy", None),
+    "run_case": ("pipeline.strategy", "run_case"),
+    "advise": ("pipeline.strategy", "advise"),
 }
 __all__ = sorted(_EXPORTS)
 

@@ -7,9 +7,10 @@ import json
 import sys
 from typing import Any, Sequence
 
-from pipeline.cli import backbone_cmds, bench_cmds, cache_cmds, finetune_cmds, head_cmds, quickstart_cmds
+from pipeline.cli import (backbone_cmds, bench_cmds, cache_cmds, finetune_cmds, head_cmds, quickstart_cmds,
+                          strategy_cmds)
 
-COMMAND_MODULES = (quickstart_cmds, backbone_cmds, cache_cmds, head_cmds, bench_cmds, finetune_cmds)
+COMMAND_MODULES = (quickstart_cmds, backbone_cmds, cache_cmds, head_cmds, bench_cmds, finetune_cmds, strategy_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:

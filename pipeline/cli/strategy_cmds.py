@@ -1,0 +1,91 @@
+"""The `run-case` and `advise` commands: the four transfer-learning cases, and which one a data set is in."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli.backbone_cmds import parse_classes
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", required=True, help="registered name")
+    p.add_argument("--weights", default="pretrained", help="'pretrained' or a checkpoint path")
+    p.add_argument("--dataset", required=True, help="data SPEC with train/val/test splits")
+    p.add_argument("--classes", default=None, help="target classes, e.g. '5-9' (default: all)")
+    p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--resolution", type=int, default=None, help="input side (default: the backbone's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run-case", help="run the recipe of transfer case 1-4 end to end")
+    p.add_argument("case", type=int, help="1 small+similar, 2 small+different, 3 large+similar, 4 large+different")
+    _target(p)
+    p.add_argument("--head", default="linear", choices=("linear", "mlp"), help="cases 1-2: the new head")
+    p.add_argument("--taps", default=None, help="case 2: comma-separated candidate taps (default: the early half)")
+    p.add_argument("--mode", default="lp-ft", choices=("lp-ft", "full"),
+                   help="cases 3-4: the pre-trained run (default %(default)s: the classifier starts from a probe)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--backbone-lr-mult", type=float, default=0.1)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="cases 3-4: random resized crop + flip (default: on for the from-scratch run only)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs; 0 turns it off")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-case<N>)")
+    p.set_defaults(handler=_run_case)
+
+    p = sub.add_parser("advise", help="measure size and similarity, and say which case and recipe fit")
+    _target(p)
+    p.add_argument("--sample", type=int, default=2000, help="training images probed (default: %(default)s)")
+    p.add_argument("--large-per-class", type=int, default=1000,
+                   help="median images per class from which the data set is large (default: %(default)s)")
+    p.add_argument("--out", default="advice.json", help="JSON file to write (default: %(default)s)")
+    p.set_defaults(handler=_advise)
+
+
+def _run_case(args: argparse.Namespace) -> None:
+    from pipeline.cli import print_json, print_table
+    from pipeline.strategy import run_case
+
+    result = run_case(
+        args.case, args.backbone, args.dataset, weights=args.weights, classes=parse_classes(args.classes),
+        per_class=args.per_class, limit=args.limit, head=args.head,
+        taps=args.taps.split(",") if args.taps else None, mode=args.mode, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult, resolution=args.resolution,
+        augment=args.augment, flip=args.flip, patience=args.patience or None, out=args.out, seed=args.seed)
+    if args.json:
+        print_json(result.summary())
+        return
+    print(f"case {result.case}: {result.recipe}")
+    print_table([{"candidate": c["name"], "val accuracy": f"{c['val_accuracy']:.4f}",
+                  "test accuracy": f"{c['test_accuracy']:.4f}", "seconds": f"{c['seconds']:.0f}"}
+                 for c in result.candidates], ["candidate", "val accuracy", "test accuracy", "seconds"])
+    print(f"kept {result.choice}: test accuracy {result.test_accuracy:.4f} ({result.seconds:.0f} s); "
+          f"details in {result.out}")
+
+
+def _advise(args: argparse.Namespace) -> None:
+    from pipeline.cli import print_json, print_table
+    from pipeline.strategy import advise
+
+    advice = advise(args.backbone, args.dataset, weights=args.weights, classes=parse_classes(args.classes),
+                    per_class=args.per_class, limit=args.limit, sample=args.sample,
+                    large_per_class=args.large_per_class, resolution=args.resolution, seed=args.seed, out=args.out)
+    if args.json:
+        print_json(advice.summary())
+        return
+    print_table([{"tap": r["tap"] + (" (early)" if r["early"] else ""),
+                  "probe val acc": f"{r['probe_val_accuracy']:.4f}", "LogME": f"{r['logme']:.3f}",
+                  "BN shift": "-" if r["bn_shift"] is None else f"{r['bn_shift']:.2f}"} for r in advice.taps],
+                ["tap", "probe val acc", "LogME", "BN shift"])
+    print(f"\ncase {advice.case} ({advice.size} + {advice.similarity}): cut at {advice.tap}, train "
+          + ("a new head on the frozen features" if advice.train == "head"
+             else f"everything, backbone lr x{advice.backbone_lr_mult}"))
+    for reason in advice.reasons:
+        print(f"- {reason}")
+    print(f"run it: {advice.command}")
+    print(f"wrote {args.out}")

@@ -1,0 +1,49 @@
+"""scripts/four_cases.py --quick: the experiment's whole code path; the report's numbers come from the run."""
+
+import json
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import four_cases  # noqa: E402
+from four_cases_report import write_report  # noqa: E402
+
+
+def test_patch_permutation_moves_whole_patches(tmp_path):
+    spec = four_cases.permuted_patches(tmp_path, seed=1)
+    with np.load(spec.removeprefix("npz:")) as data:
+        shuffled, labels = data["images"], data["labels"]
+    from pipeline.data import open_source
+
+    first = next(open_source("fashion-mnist", "trainval", classes=four_cases.SIMILAR).iter_batches(1)).images[0, ..., 0]
+    tiles = {first[r:r + 7, c:c + 7].tobytes() for r in range(0, 28, 7) for c in range(0, 28, 7)}
+    moved = {shuffled[0, r:r + 7, c:c + 7].tobytes() for r in range(0, 28, 7) for c in range(0, 28, 7)}
+    assert moved == tiles and not np.array_equal(shuffled[0], first)  # same 16 patches, other places
+    assert len(shuffled) == len(labels) == 35000 and set(np.unique(labels)) == set(range(5))
+
+
+def test_quick_run_reports_the_numbers_it_measured(tmp_path):
+    assert four_cases.main(["--quick", "--seeds", "1", "--no-real-world", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    report = (tmp_path / "report.md").read_text()
+    assert [c["name"] for c in results["cells"]] == ["small + similar", "small + different",
+                                                     "small + different (patches)", "large + similar",
+                                                     "large + different"]
+    for cell in results["cells"]:
+        for recipe, scores in cell["scores"].items():
+            assert len(scores) == 1 and all(0.0 <= s <= 1.0 for s in scores)
+            assert cell["mean"][recipe] == np.mean(scores) and f"{np.mean(scores):.3f} ± 0.000" in report
+        assert cell["winner"] == max(cell["mean"], key=cell["mean"].get)
+        assert (tmp_path / "advice" / f"{cell['name']}.json").is_file()
+    curve = results["curve"]
+    assert [r["n"] for r in curve["similar"]["rows"]] == [1, 5]
+    row = curve["different"]["rows"][-1]
+    assert f"| 5 | {curve['similar']['rows'][-1]['frozen']:.3f} |" in report and f"{row['tuned']:.3f} |" in report
+    assert (tmp_path / "transfer_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = report
+    write_report(results, tmp_path)  # re-rendering from results.json gives the same report
+    assert (tmp_path / "report.md").read_text() == before
