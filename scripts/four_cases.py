@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from four_cases_report import write_report  # noqa: E402
 
+from pipeline.cli import use_compile_cache  # noqa: E402
 from pipeline.data import open_source  # noqa: E402
 from pipeline.finetune import finetune  # noqa: E402
 from pipeline.pretrain import pretrain  # noqa: E402
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    use_compile_cache()  # later seeds (and reruns) load the compiled steps instead of compiling again
 
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f} s] {text}", flush=True)

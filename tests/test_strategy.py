@@ -149,5 +149,6 @@ def test_commands_print_and_write(tmp_path, capsys, source):
                  "--per-class", "40", "--out", str(tmp_path / "run"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["case"] == 1 and result["choice"] == "fc2"
+    assert any((FeatureStore().root / "jax-compile").iterdir())  # compiled programs kept for the next process
     assert main(["run-case", "7", "--backbone", "seednet_tiny", "--dataset", "digits"]) == 2
     assert "unknown case 7; valid: 1 (small + similar" in capsys.readouterr().err

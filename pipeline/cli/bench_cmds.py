@@ -57,14 +57,10 @@ def _cell(value: float | None, digits: int = 4) -> str:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from pipeline.cli import print_json, print_table
-    from pipeline.heads import enable_compile_cache
+    from pipeline.cli import print_json, print_table, use_compile_cache
     from pipeline.heads.bench import bench_heads, format_hyperparameters
-    from pipeline.paths import cache_dir
 
-    enable_compile_cache(Path(args.cache_dir or cache_dir()) / "jax-compile")
+    use_compile_cache(args.cache_dir)
     grids = {name: getattr(args, flag) for flag, name in GRID_FLAGS.items() if getattr(args, flag) is not None}
     result = bench_heads(args.features, val=args.val, test=args.test, layers=args.layer, epochs=args.epochs,
                          batch_size=args.batch_size, spatial=args.spatial, cache_dir=args.cache_dir, out=args.out,

@@ -45,9 +45,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from pipeline.cli import print_json
+    from pipeline.cli import print_json, use_compile_cache
     from pipeline.finetune import finetune
 
+    use_compile_cache()
     bars: list[tqdm] = []  # opened at the first step, so setup errors print alone
 
     def progress(step: int, total: int, metrics: dict) -> None:

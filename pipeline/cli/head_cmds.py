@@ -72,14 +72,11 @@ def _print_confusion(matrix: list[list[int]], names: list[str]) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from pipeline.cli import print_json
-    from pipeline.heads import enable_compile_cache, train
-    from pipeline.paths import cache_dir
+    from pipeline.cli import print_json, use_compile_cache
+    from pipeline.heads import train
 
     hyper = _hyperparameters(args)
-    enable_compile_cache(Path(args.cache_dir or cache_dir()) / "jax-compile")
+    use_compile_cache(args.cache_dir)
     result = train(args.features, args.layer, args.head, val=args.val, test=args.test, spatial=args.spatial,
                    hyperparameters=hyper, cache_dir=args.cache_dir, out=args.out, seed=args.seed)
     if args.json:

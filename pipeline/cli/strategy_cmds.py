@@ -48,9 +48,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_case(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table
+    from pipeline.cli import print_json, print_table, use_compile_cache
     from pipeline.strategy import run_case
 
+    use_compile_cache()
     result = run_case(
         args.case, args.backbone, args.dataset, weights=args.weights, classes=parse_classes(args.classes),
         per_class=args.per_class, limit=args.limit, head=args.head,
@@ -69,9 +70,10 @@ def _run_case(args: argparse.Namespace) -> None:
 
 
 def _advise(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table
+    from pipeline.cli import print_json, print_table, use_compile_cache
     from pipeline.strategy import advise
 
+    use_compile_cache()
     advice = advise(args.backbone, args.dataset, weights=args.weights, classes=parse_classes(args.classes),
                     per_class=args.per_class, limit=args.limit, sample=args.sample,
                     large_per_class=args.large_per_class, resolution=args.resolution, seed=args.seed, out=args.out)
