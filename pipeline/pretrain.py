@@ -27,8 +27,7 @@ class PretrainResult:
 
 
 def pretrain(backbone: str, dataset: str, *, classes: Sequence[int] | None = None, per_class: int | None = None,
-             epochs: int = 5,
-             batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0,
+             epochs: int = 5, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0,
              out: str | Path | None = None,
              progress: Callable[[int, int, dict], None] | None = None) -> PretrainResult:
     """Trains `backbone` from random initialisation on `dataset` (optionally a subset of its classes).
