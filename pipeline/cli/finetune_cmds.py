@@ -7,38 +7,49 @@ import argparse
 from pipeline.cli.backbone_cmds import parse_classes
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a pre-trained backbone with a new classifier")
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    """The source network and the target task (finetune, run-case, advise)."""
     p.add_argument("--backbone", required=True, help="registered name")
     p.add_argument("--weights", default="pretrained", help="'pretrained' or a checkpoint path")
     p.add_argument("--dataset", required=True, help="data SPEC with train/val/test splits")
-    p.add_argument("--mode", default="full", choices=("full", "last-k", "lp-ft", "scratch"))
-    p.add_argument("--k", type=int, default=None, help="last-k: trainable stages before the classifier")
-    p.add_argument("--transfer", type=int, default=None,
-                   help="copy only the first N stages; later ones start from random init (default: all)")
     p.add_argument("--classes", default=None, help="target classes, e.g. '5-9' (default: all)")
-    p.add_argument("--per-class", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--per-class", type=int, default=None, help="training images per class (val, test stay whole)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many training images")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input side (default: the backbone's; e.g. 96 on a CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_tuning_args(p: argparse.ArgumentParser) -> None:
+    """How a network is fine-tuned (finetune, run-case 3-4)."""
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="the head's peak learning rate (default: %(default)s)")
     p.add_argument("--backbone-lr-mult", type=float, default=0.1,
                    help="backbone learning rate = lr x this (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--resolution", type=int, default=None, help="input side, e.g. 96 on a CPU")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random resized crop + horizontal flip (default: on in mode scratch only)")
+                   help="random resized crop + horizontal flip (default: on from random init only)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs; 0 turns it off")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pre-trained backbone with a new classifier")
+    add_target_args(p)
+    p.add_argument("--mode", default="full", choices=("full", "last-k", "lp-ft", "scratch"))
+    p.add_argument("--k", type=int, default=None, help="last-k: trainable stages before the classifier")
+    p.add_argument("--transfer", type=int, default=None,
+                   help="copy only the first N stages; later ones start from random init (default: all)")
+    add_tuning_args(p)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="update BatchNorm statistics (default: frozen, except in mode scratch)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs; 0 turns it off")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-finetune-<mode>); "
                    "rerun with the same --out to resume")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_finetune)
 
 

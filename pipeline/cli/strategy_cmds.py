@@ -5,41 +5,23 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cli.backbone_cmds import parse_classes
-
-
-def _target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", required=True, help="registered name")
-    p.add_argument("--weights", default="pretrained", help="'pretrained' or a checkpoint path")
-    p.add_argument("--dataset", required=True, help="data SPEC with train/val/test splits")
-    p.add_argument("--classes", default=None, help="target classes, e.g. '5-9' (default: all)")
-    p.add_argument("--per-class", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--resolution", type=int, default=None, help="input side (default: the backbone's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+from pipeline.cli.finetune_cmds import add_target_args, add_tuning_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run-case", help="run the recipe of transfer case 1-4 end to end")
     p.add_argument("case", type=int, help="1 small+similar, 2 small+different, 3 large+similar, 4 large+different")
-    _target(p)
+    add_target_args(p)
     p.add_argument("--head", default="linear", choices=("linear", "mlp"), help="cases 1-2: the new head")
     p.add_argument("--taps", default=None, help="case 2: comma-separated candidate taps (default: the early half)")
     p.add_argument("--mode", default="lp-ft", choices=("lp-ft", "full"),
                    help="cases 3-4: the pre-trained run (default %(default)s: the classifier starts from a probe)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--backbone-lr-mult", type=float, default=0.1)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="cases 3-4: random resized crop + flip (default: on for the from-scratch run only)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs; 0 turns it off")
+    add_tuning_args(p)  # cases 3-4
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-case<N>)")
     p.set_defaults(handler=_run_case)
 
     p = sub.add_parser("advise", help="measure size and similarity, and say which case and recipe fit")
-    _target(p)
+    add_target_args(p)
     p.add_argument("--sample", type=int, default=2000, help="training images probed (default: %(default)s)")
     p.add_argument("--large-per-class", type=int, default=1000,
                    help="median images per class from which the data set is large (default: %(default)s)")
