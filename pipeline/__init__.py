@@ -27,6 +27,8 @@ _EXPORTS = {
     "iter_batches": ("pipeline.store", "iter_batches"),
     "ExtractResult": ("pipeline.extract", "ExtractResult"),
     "extract": ("pipeline.extract", "extract"),
+    "Job": ("pipeline.jobs", "Job"),
+    "run_jobs": ("pipeline.jobs", "run_jobs"),
     "Prediction": ("pipeline.predict", "Prediction"),
     "predict": ("pipeline.predict", "predict"),
     "PretrainResult": ("pipeline.pretrain", "PretrainResult"),

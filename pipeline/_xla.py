@@ -43,3 +43,10 @@ def configure() -> None:
         added.append(YNN_FLAG)
     if added:
         os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+
+
+def set_host_devices(count: int) -> None:
+    """Sets the number of XLA host devices in XLA_FLAGS (replacing any count there); takes effect only
+    if JAX has not started its backend in this process (see pipeline.jobs: a worker pinned to one core)."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join([*kept, f"--xla_force_host_platform_device_count={count}"])

@@ -72,6 +72,13 @@ def test_taps_agree_exactly_with_the_forward_pass(name):
     assert all(every[t.name].shape[1:] == t.shape for t in infos)
 
 
+def test_seednet_s_is_seednet_at_half_the_conv_widths():
+    full, half = (backbones.create(name, "random").tap_infos() for name in ("seednet", "seednet_s"))
+    assert [t.name for t in half] == [t.name for t in full] == ["conv1", "conv2", "conv3", "fc1", "fc2", "fc3"]
+    assert [t.shape for t in half] == [(14, 14, 16), (7, 7, 32), (4, 4, 64), (256,), (128,), (5,)]
+    assert [t.shape for t in full][:3] == [(14, 14, 32), (7, 7, 64), (4, 4, 128)]
+
+
 def test_features_stop_at_the_deepest_tap(monkeypatch):
     model = backbones.create("efficientnet_lite_tiny", "random")
     calls = []

@@ -50,3 +50,11 @@ def test_quick_run_reports_the_numbers_it_measured(tmp_path):
     before = report
     write_report(results, tmp_path)  # re-rendering from results.json gives the same report
     assert (tmp_path / "report.md").read_text() == before
+
+
+def test_a_bad_job_count_is_refused_before_any_work(tmp_path, capsys):
+    cores = len(four_cases.available_cores())
+    with pytest.raises(SystemExit):
+        four_cases.main(["--quick", "--jobs", str(cores + 1), "--out", str(tmp_path)])
+    assert f"--jobs: jobs must be an integer from 1 to the {cores} available cores, got {cores + 1}" in capsys.readouterr().err
+    assert not (tmp_path / "source").exists()
