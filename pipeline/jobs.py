@@ -1,8 +1,9 @@
 """Independent runs (fine-tunes, heads, recipes) in worker processes, each pinned to its own CPU cores.
 
-On a CPU, XLA spreads one small network's ops over the cores poorly: a seednet training step on 2 cores
-is only ~1.6x as fast as on one, and compiling, data loading and Python run on one core. Separate
-processes, one per core, keep every core busy. Each worker is a fresh (spawned) interpreter pinned to its
+On a CPU, XLA gets 1.6-1.85x from two cores on a small network's training step, and compiling, data
+loading and Python run on one core. Separate processes, one per core, keep every core busy through those
+too (four_cases.py's runs on 2 cores: ~1.1x for compute-bound seednet fine-tunes, ~1.4x for
+compile-bound EfficientNet ones). Each worker is a fresh (spawned) interpreter pinned to its
 cores before JAX starts, with one XLA host device per pinned core. Runs that share a feature-store entry
 are safe: the store's per-entry lock makes the second wait for the first's result.
 """
