@@ -176,8 +176,7 @@ def curve_result(cfg: dict, done: dict) -> dict:
 
 def real_frozen(name: str, dataset: str, out: Path, **kw) -> dict:
     """The frozen recipes and the advisor on one real-world target (one extraction serves all three)."""
-    c1 = run_case(1, name, dataset, out=out / "case1", **kw)
-    c2 = run_case(2, name, dataset, out=out / "case2", **kw)
+    c1, c2 = frozen_cases(name, dataset, out, **kw)
     kw.pop("seed")
     advice = advise(name, dataset, out=out / "advice.json", **kw)
     return {"last-tap head": c1.test_accuracy, "early-tap head": c2.test_accuracy, "early tap": c2.choice,

@@ -1,7 +1,6 @@
 """Store management: root selection, listing, resolving references, removal and garbage collection."""
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -89,8 +88,9 @@ def test_gc_removes_incomplete_and_corrupt_but_not_complete_or_locked(store):
 
 
 def test_gc_by_age(store):
-    old = time.time() - 7200
-    os.utime(store.path_for(KEY), (old, old))
+    path = store.path_for(KEY)
+    old = path.stat().st_mtime - 7200  # two hours before it was written
+    os.utime(path, (old, old))
     assert store.gc(incomplete=False, older_than_s=3600) == [store.path_for(KEY)]
     assert {i.status for i in store.entries()} == {"partial", "corrupt"}
     assert store.gc(incomplete=False, older_than_s=3600) == []
