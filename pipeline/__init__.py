@@ -36,6 +36,8 @@ _EXPORTS = {
     "strategy": ("pipeline.strategy", None),
     "run_case": ("pipeline.strategy", "run_case"),
     "advise": ("pipeline.strategy", "advise"),
+    "TransferResult": ("pipeline.strategy", "TransferResult"),
+    "transfer": ("pipeline.strategy", "transfer"),
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,5 @@
-"""The `run-case` and `advise` commands: the four transfer-learning cases, and which one a data set is in."""
+"""The `run-case`, `advise` and `transfer` commands: the four transfer-learning cases, which one a data set
+is in, and the best recipe found by measuring within a time budget."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="median images per class from which the data set is large (default: %(default)s)")
     p.add_argument("--out", default="advice.json", help="JSON file to write (default: %(default)s)")
     p.set_defaults(handler=_advise)
+
+    p = sub.add_parser("transfer", help="find the best transfer recipe for a data set within a time budget")
+    add_target_args(p)
+    p.add_argument("--budget", type=float, required=True, help="wall-clock minutes for the whole search")
+    p.add_argument("--candidates", default=None,
+                   help="comma-separated recipe families to search (default: all; see the README)")
+    p.add_argument("--finetune-lrs", default=None, help="comma-separated learning-rate grid of every fine-tune")
+    p.add_argument("--epochs", type=int, default=9, help="fine-tunes' epochs at the last rung (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1, help="processes running a rung's fine-tunes")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-transfer); "
+                   "rerun with the same --out to resume")
+    p.set_defaults(handler=_transfer)
 
 
 def _run_case(args: argparse.Namespace) -> None:
@@ -73,3 +87,29 @@ def _advise(args: argparse.Namespace) -> None:
         print(f"- {reason}")
     print(f"run it: {advice.command}")
     print(f"wrote {args.out}")
+
+
+def _transfer(args: argparse.Namespace) -> None:
+    from pipeline.cli import print_json, print_table, use_compile_cache
+    from pipeline.strategy import transfer
+    from pipeline.strategy.candidates import FINETUNE_LRS
+
+    use_compile_cache()
+    lrs = [float(v) for v in args.finetune_lrs.split(",")] if args.finetune_lrs else FINETUNE_LRS
+    result = transfer(
+        args.backbone, args.dataset, budget=args.budget, weights=args.weights, classes=parse_classes(args.classes),
+        per_class=args.per_class, limit=args.limit, candidates=args.candidates.split(",") if args.candidates else None,
+        finetune_lrs=lrs, epochs=args.epochs, batch_size=args.batch_size, resolution=args.resolution,
+        workers=args.workers, seed=args.seed, out=args.out, setup=use_compile_cache)
+    if args.json:
+        print_json(result.summary())
+        return
+    top = sorted((r for r in result.leaderboard if r["val_accuracy"] is not None), key=lambda r: -r["val_accuracy"])
+    print_table([{"candidate": r["name"], "rung": "-" if r.get("rung") is None else r["rung"], "status": r["status"],
+                  "val accuracy": f"{r['val_accuracy']:.4f}", "seconds": f"{r['seconds']:.1f}"} for r in top[:10]],
+                ["candidate", "rung", "status", "val accuracy", "seconds"])
+    for reason in result.reasons:
+        print(f"- {reason}")
+    print(f"winner {result.winner}: val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}; "
+          f"spent {result.seconds:.0f} s of {result.budget_seconds:.0f}; model {result.model}; "
+          f"leaderboard, chart in {result.out}")

@@ -30,7 +30,7 @@ class FinetuneResult:
 
     out: Path
     backbone_path: Path  # the exported network (`extract --weights` loads it)
-    test_accuracy: float
+    test_accuracy: float | None  # None: run with evaluate_test=False
     best_val_accuracy: float
     best_epoch: int
     epochs_run: int
@@ -87,7 +87,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
              augment: bool | None = None, flip: bool = True, train_bn: bool | None = None, dtype: str = "float32",
              accum_steps: int = 1, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
              seed: int = 0, progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
-             ) -> FinetuneResult:
+             evaluate_test: bool = True) -> FinetuneResult:
     """Fine-tunes a pre-trained backbone with a new classifier on a target data set.
 
     Args:
@@ -118,6 +118,8 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
       out: run directory (default runs/<timestamp>-finetune-<mode>): metrics.json, curve.png,
         backbone.safetensors.
       progress, on_epoch: callbacks (step, total, metrics) and (epoch record).
+      evaluate_test: False never opens the test split (test_accuracy None): a search deciding on
+        validation leaves test for its winner.
     Returns:
       FinetuneResult.
     """
@@ -140,7 +142,8 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     geometry = Geometry(p.resolution, p.resize, p.resample)
     train = load_split(train_source, geometry)
     val = load_split(open_source(dataset, "val", classes=classes, seed=seed), geometry)  # whole, so runs on
-    test = load_split(open_source(dataset, "test", classes=classes, seed=seed), geometry)  # any subset compare
+    test = (load_split(open_source(dataset, "test", classes=classes, seed=seed), geometry)  # any subset compare
+            if evaluate_test else None)
 
     probe_accuracy = None
     if mode == "lp-ft":
@@ -174,7 +177,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     finally:
         if checkpoints is not None:
             checkpoints.close()
-    test_metrics = steps.evaluate(result.state, eval_batches(*test))
+    test_metrics = steps.evaluate(result.state, eval_batches(*test)) if test is not None else {"accuracy": None}
     tuned = steps.model(result.state)
     path = backbones.save(tuned, out / "backbone.safetensors", extra={
         "finetune": settings, "val_accuracy": result.best_val_accuracy, "test_accuracy": test_metrics["accuracy"]})

@@ -17,10 +17,10 @@ from pipeline.extract import extract
 from pipeline.finetune.run import load_split
 from pipeline.heads import LinearHead, logme, reduce_spatial
 from pipeline.store import load
+from pipeline.strategy.candidates import FAMILIES, FROZEN, LARGE_PER_CLASS, Evidence, family_order
 from pipeline.strategy.recipes import early_taps, feature_taps
 from pipeline.strategy.similarity import bn_shift
 
-LARGE_PER_CLASS = 1000  # images per class from which fine-tuning everything is advised
 BACKBONE_LR_MULT = 0.1  # fine-tuning from pre-trained weights: the backbone moves 10x slower than the new head
 
 
@@ -40,6 +40,7 @@ class Advice:
     per_class: dict[str, int]
     taps: list[dict[str, Any]]  # per feature tap: tap, early, probe_val_accuracy, logme, bn_shift
     seconds: float
+    transfer_first: list[str]  # the fine-tune families `transfer` screens, in its order (after every frozen head)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +114,11 @@ def advise(backbone: str, dataset: str, *, weights: str | Path = "pretrained", c
                        + ", ".join(f"{t} {s:.2f}" for t, s in shifts) + ").")
     tap, train, mult = _recipe(case, last, best_early)
     reasons.append(_plan_words(case, tap, mult))
+    evidence = Evidence({r["tap"]: r["probe_val_accuracy"] for r in rows}, early, shift,
+                        {r["tap"]: r["logme"] for r in rows}, median)
+    first, why = family_order([f for f in FAMILIES if f not in FROZEN], evidence, large_per_class)
+    reasons.append(f"`transfer` would fit every frozen head first (nearly free once the features are cached), "
+                   f"then screen fine-tunes in this order: {', '.join(first)}. " + " ".join(why))
     command = (f"python -m pipeline run-case {case} --backbone {backbone} --dataset {dataset}"
                + (f" --weights {weights}" if str(weights) != "pretrained" else "")
                + (f" --classes {','.join(map(str, classes))}" if classes is not None else "")
@@ -122,7 +128,7 @@ def advise(backbone: str, dataset: str, *, weights: str | Path = "pretrained", c
                + (f" --backbone-lr-mult {mult}" if mult is not None else ""))
     advice = Advice(case, size, "similar" if similar else "different", tap, train, mult, command, reasons,
                     len(source), {n: int(c) for n, c in zip(source.class_names, counts)}, rows,
-                    time.perf_counter() - start)
+                    time.perf_counter() - start, first)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(advice.summary(), indent=2))

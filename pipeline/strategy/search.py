@@ -1,0 +1,197 @@
+"""The search's machinery: the wall-clock budget, per-candidate results on disk (resume), frozen fits on
+cached features, and successive halving over fine-tunes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pipeline.heads import HEADS, fit_ridge
+from pipeline.jobs import Job, run_jobs
+from pipeline.strategy.candidates import Candidate
+
+
+class BudgetExhausted(Exception):
+    """Raised at a check after the deadline; the search catches it and keeps what was measured."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A deadline `seconds` after `start` on `clock` (wall time by default, so workers share it)."""
+
+    seconds: float
+    start: float
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def minutes(cls, minutes: float, clock: Callable[[], float] = time.time) -> "Budget":
+        """A budget of `minutes` starting now; anything but a finite number > 0 is a ValueError."""
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < math.inf:
+            raise ValueError(f"budget must be a positive, finite number of minutes, got {minutes!r}")
+        return cls(60.0 * minutes, clock(), clock)
+
+    @property
+    def deadline(self) -> float:
+        return self.start + self.seconds
+
+    def spent(self) -> float:
+        return self.clock() - self.start
+
+    def check(self, by: float | None = None) -> None:
+        """Raises BudgetExhausted once the clock reaches the deadline (or the earlier `by`)."""
+        if self.clock() >= min(self.deadline, math.inf if by is None else by):
+            raise BudgetExhausted
+
+
+class Results:
+    """One JSON file per finished candidate (and rung) in DIR/candidates, written atomically: a rerun
+    with the same directory skips them."""
+
+    def __init__(self, out: Path):
+        self.dir = out / "candidates"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key: str) -> dict | None:
+        path = self.dir / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put(self, key: str, record: dict) -> None:
+        tmp = self.dir / f".{key}.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, self.dir / f"{key}.json")
+
+
+def record(candidate: Candidate, status: str, val_accuracy: float | None, seconds: float, **extra: Any) -> dict:
+    """A leaderboard row."""
+    return {"name": candidate.name, "family": candidate.family, "params": candidate.params, "status": status,
+            "val_accuracy": val_accuracy, "seconds": seconds, **extra}
+
+
+def stack(features: dict[str, np.ndarray], taps: Sequence[str]) -> np.ndarray:
+    """(N, sum of D) float32: the taps' flattened features side by side."""
+    return np.concatenate([features[t] for t in taps], axis=1) if len(taps) > 1 else features[taps[0]]
+
+
+def fit_frozen(candidate: Candidate, train: tuple[dict, np.ndarray], val: tuple[dict, np.ndarray],
+               seed: int) -> tuple[Any, float]:
+    """Fits a frozen candidate on the train features and scores it on val.
+
+    Args:
+      train, val: ({tap: (N, D) features}, (N,) labels).
+    Returns:
+      (fitted model, validation accuracy). Ridge picks its L2 on val; heads early-stop on it.
+    """
+    p = candidate.params
+    x, y = stack(train[0], p["taps"]), train[1]
+    xv, yv = stack(val[0], p["taps"]), val[1]
+    if "l2s" in p:
+        model = fit_ridge(x, y, xv, yv, p["l2s"])
+    else:
+        model = HEADS[p["head"]](lr=p["lr"], seed=seed).fit(x, y, xv, yv)
+    return model, float(model.score(xv, yv))
+
+
+def run_frozen(candidates: Sequence[Candidate], train, val, budget: Budget, results: Results,
+               seed: int) -> list[dict]:
+    """Every frozen candidate in order (stored ones read back); those reached after the deadline are skipped."""
+    rows = []
+    for c in candidates:
+        stored = results.get(c.slug)
+        if stored is not None:
+            rows.append({**stored, "resumed": True})
+            continue
+        if budget.clock() >= budget.deadline:
+            rows.append(record(c, "skipped", None, 0.0))
+            continue
+        start = time.perf_counter()
+        model, acc = fit_frozen(c, train, val, seed)
+        extra = {"l2": model.l2_} if hasattr(model, "l2_") else {}
+        row = record(c, "done", acc, time.perf_counter() - start, rung=None, spent_at=budget.spent(), **extra)
+        results.put(c.slug, row)
+        rows.append(row)
+    return rows
+
+
+def finetune_candidate(*, candidate: Candidate, rung: int, epochs: int, target: dict[str, Any], run_dir: str,
+                       budget: Budget, start_by: float, checkpoint_every: int) -> dict:
+    """One fine-tune for `epochs` (a worker job): not started once `start_by` passed, stopped between
+    steps at the deadline (its checkpoints stay for a rerun), validation only (test is not opened)."""
+    from pipeline.finetune import finetune
+
+    if budget.clock() >= min(start_by, budget.deadline):
+        return record(candidate, "skipped", None, 0.0, rung=rung, epochs=epochs)
+    history: list[dict] = []
+    start = time.perf_counter()
+    try:
+        # the one call into finetune: keyword arguments only, so a changed signature is fixed here
+        result = finetune(**target, **candidate.params, epochs=epochs, out=run_dir, checkpoint_every=checkpoint_every,
+                          progress=lambda step, total, metrics: budget.check(), on_epoch=history.append,
+                          evaluate_test=False)
+    except BudgetExhausted:
+        best = max((h["val_accuracy"] for h in history), default=None)
+        return record(candidate, "stopped", best, time.perf_counter() - start, rung=rung, epochs=epochs,
+                      epochs_run=len(history), spent_at=budget.spent())
+    return record(candidate, "done", result.best_val_accuracy, time.perf_counter() - start, rung=rung,
+                  epochs=epochs, epochs_run=result.epochs_run, resumed_from=result.resumed_from,
+                  model=str(result.backbone_path), spent_at=budget.spent())
+
+
+def rung_epochs(epochs: int, eta: int) -> list[int]:
+    """Successive halving's epochs per rung: epochs / eta^i for i = s..0, s = floor(log_eta(epochs))."""
+    s = 0
+    while eta ** (s + 1) <= epochs:
+        s += 1
+    return [max(1, round(epochs / eta ** (s - i))) for i in range(s + 1)]
+
+
+def halving(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: dict[str, Any], out: Path,
+            budget: Budget, results: Results, workers: int, checkpoint_every: int,
+            setup: Callable[[], None] | None = None) -> tuple[list[dict], list[str]]:
+    """Successive halving over the fine-tunes, in the given order.
+
+    Rung i trains for rung_epochs(epochs, eta)[i] epochs. Rung 0 screens the candidates in order; each
+    later rung continues with the best ceil(n / eta) of the n that finished the rung before (on
+    validation accuracy). The budget left when halving starts is split evenly over the rungs (equal
+    rungs are what n / eta^i runs of eta^i x the epochs cost): rung i starts no run once its
+    cumulative share is spent (an unspent share rolls over), and any run stops at the deadline.
+    Returns:
+      (every rung's rows, what happened at each rung).
+    """
+    rungs = rung_epochs(epochs, eta)
+    begin, left = budget.clock(), budget.deadline - budget.clock()
+    rows, notes, alive = [], [], list(candidates)
+    for i, ep in enumerate(rungs):
+        start_by = begin + left * (i + 1) / len(rungs)
+        jobs, done = [], {}
+        for order, c in enumerate(alive):
+            stored = results.get(f"{c.slug}.r{i}")
+            if stored is not None:
+                done[c.name] = {**stored, "resumed": True}
+                continue
+            jobs.append(Job(c.name, finetune_candidate, cost=-order, kwargs=dict(
+                candidate=c, rung=i, epochs=ep, target=target, run_dir=str(out / "runs" / c.slug / f"r{i}"),
+                budget=budget, start_by=start_by, checkpoint_every=checkpoint_every)))
+
+        def keep(job: Job, row: dict, i: int = i) -> None:
+            if row["status"] == "done":
+                results.put(f"{job.kwargs['candidate'].slug}.r{i}", row)
+
+        done.update(run_jobs(jobs, workers, on_done=keep, setup=setup) if jobs else {})
+        ranked = [done[c.name] for c in alive]
+        rows += ranked
+        finished = sorted((r for r in ranked if r["status"] == "done"), key=lambda r: -r["val_accuracy"])
+        notes.append(f"Rung {i} ({ep} epoch{'s' * (ep > 1)}): {len(finished)} of {len(alive)} finished"
+                     + (f", best {finished[0]['name']} at {finished[0]['val_accuracy']:.3f}" if finished else ""))
+        if i + 1 == len(rungs) or not finished:
+            break
+        promoted = {r["name"] for r in finished[:math.ceil(len(finished) / eta)]}
+        alive = [c for c in alive if c.name in promoted]
+        notes[-1] += f"; {len(alive)} promoted: {', '.join(c.name for c in alive)}."
+    return rows, notes

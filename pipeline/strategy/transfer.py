@@ -1,0 +1,196 @@
+"""`transfer(backbone, dataset, budget=MINUTES)`: the best transfer recipe for a data set within a time
+budget, found by measuring every recipe the budget allows rather than by the four-cases table.
+
+The search rule:
+
+1. Frozen phase (nearly free once cached): one extraction pass caches every feature tap of the train
+   and val splits ('grid' pooling for spatial taps); then, for each tap, ridge over RIDGE_L2S (one
+   eigendecomposition), a linear and an MLP head at each rate of their grid, and ridge and a linear
+   head on all taps concatenated. Measured too: LogME per tap, and the BatchNorm-statistics shift.
+2. Costly phase: the fine-tunes (last-k for k = 1, 2; lp-ft at 0.1x and 1x; full; transfer N; scratch;
+   each at every rate of FINETUNE_LRS), ordered by `candidates.family_order` from those measurements,
+   go through successive halving with eta = 3: with E epochs (default 9), rungs train E/9, E/3 and E
+   epochs; rung 0 screens candidates in order, each rung keeps the best third on validation for the
+   next. The budget left after the frozen phase is split evenly over the rungs (rung i starts no run
+   after its cumulative share; unspent time rolls over).
+3. Decisions read the validation split only. The winner is the best validation accuracy of any
+   finished candidate at any rung (ties: the cheaper); it is refit (a head) or taken as exported (a
+   fine-tune) into OUT/final, and only then is the test split read, once, for the winner.
+
+The budget bounds wall time: no candidate starts after the deadline, a running fine-tune stops at its
+next step (its checkpoints stay, so a rerun resumes it), and what finished decides. The overrun is at
+most one uninterruptible piece: an extraction pass, a head fit, or a fine-tune's setup and first
+compiled step; plus the winner's refit and test pass. A rerun with the same OUT skips every finished
+candidate (OUT/candidates/*.json, written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pipeline import backbones
+from pipeline.data import Geometry, open_source
+from pipeline.extract import extract
+from pipeline.heads import fit_ridge, logme, reduce_spatial
+from pipeline.store import load
+from pipeline.strategy import candidates as cands
+from pipeline.strategy.recipes import early_taps, feature_taps
+from pipeline.strategy.report import write_report
+from pipeline.strategy.search import Budget, Results, fit_frozen, halving, run_frozen, stack
+
+ETA = 3
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """The winner, how it scored, and every candidate tried."""
+
+    winner: str
+    family: str
+    val_accuracy: float
+    test_accuracy: float
+    model: Path  # OUT/final/head.safetensors or OUT/final/backbone.safetensors
+    leaderboard: list[dict[str, Any]]  # per candidate and rung: name, family, params, status, val_accuracy, ...
+    reasons: list[str]
+    budget_seconds: float
+    seconds: float  # wall time this call spent
+    out: Path
+
+    def summary(self) -> dict[str, Any]:
+        """Plain values for `--json`."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def _positive_int(name: str, value: Any, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path = "pretrained",
+             classes: Sequence[int] | None = None, per_class: int | None = None, limit: int | None = None,
+             candidates: Sequence[str] | None = None, finetune_lrs: Sequence[float] = cands.FINETUNE_LRS,
+             epochs: int = 9, batch_size: int = 64,
+             resolution: int | None = None, workers: int = 1, seed: int = 0, cache_dir: str | Path | None = None,
+             out: str | Path | None = None, clock: Callable[[], float] = time.time,
+             setup: Callable[[], None] | None = None) -> TransferResult:
+    """Searches the transfer recipes for `dataset` within `budget` minutes (see the module docstring).
+
+    Args:
+      backbone, weights: the source network ('pretrained' or a checkpoint path).
+      dataset, classes, per_class, limit, seed: the target task (see `pipeline.data.open_source`); train
+        trains, val decides, test scores the winner once. per_class and limit select the training subset.
+      budget: wall-clock minutes (> 0) for the whole search.
+      candidates: families to search (default all of `candidates.FAMILIES`).
+      finetune_lrs: every fine-tune's learning-rate grid (the head's peak rate).
+      epochs: fine-tunes' epochs at the last rung; batch_size: theirs. resolution: input side.
+      workers: processes for the fine-tunes of a rung (`pipeline.jobs.run_jobs`; setup runs in each).
+      cache_dir: the feature store. out: run directory (default runs/<timestamp>-transfer); a rerun
+        with the same one resumes. clock: the budget's clock in seconds (wall time; picklable when
+        workers > 1); the reported seconds are on it.
+    Returns:
+      TransferResult; OUT holds leaderboard.json, leaderboard.md, chart.png and final/.
+    """
+    timer = Budget.minutes(budget, clock)
+    families = cands.check_families(candidates)
+    finetune_lrs = cands.check_lrs(finetune_lrs)
+    epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size", batch_size)
+    out = Path(out) if out is not None else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-transfer"
+    results = Results(out)
+    model = backbones.create(backbone, weights)
+    taps, early = feature_taps(model), early_taps(model)
+    subset = dict(classes=classes, per_class=per_class, limit=limit, seed=seed)
+    splits = {"train": subset, "val": dict(classes=classes, seed=seed)}
+    common = dict(weights=weights, pool="grid", resolution=resolution, cache_dir=cache_dir)
+    feats = {}
+    for split, data in splits.items():
+        entry = extract(backbone, dataset, taps, split=split, **common, **data).entry
+        feats[split] = ({t: reduce_spatial(load(entry, t)[0], "flatten") for t in taps}, load(entry, taps[0])[1])
+
+    frozen = run_frozen(cands.frozen_candidates(families, taps), feats["train"], feats["val"], timer, results, seed)
+    costly, reasons = [], []
+    if any(f not in cands.FROZEN for f in families):
+        evidence = _evidence(model, frozen, feats, taps, early, dataset, subset, resolution)
+        costly, reasons = cands.costly_candidates(families, evidence, len(model.tap_names()) - 1, finetune_lrs)
+    target = dict(backbone=backbone, dataset=dataset, weights=weights, resolution=resolution, batch_size=batch_size,
+                  seed=seed, classes=classes, per_class=per_class, limit=limit)
+    steps_per_epoch = max(1, len(feats["train"][1]) // batch_size)
+    rows, notes = halving(costly, epochs=epochs, eta=ETA, target=target, out=out, budget=timer, results=results,
+                          workers=workers, checkpoint_every=steps_per_epoch, setup=setup) if costly else ([], [])
+    board = frozen + rows
+    finished = [r for r in board if r["status"] == "done"]
+    if not finished:
+        raise TimeoutError(f"the budget of {budget} minutes ended before any candidate finished; "
+                           f"rerun with the same --out to resume, or give a larger budget")
+    best = max(finished, key=lambda r: (r["val_accuracy"], -r["seconds"]))
+    test_accuracy, path = _final(best, backbone, dataset, weights, feats, common, classes, seed, out)
+    reasons = ([f"Frozen phase: {sum(r['status'] == 'done' for r in frozen)} of {len(frozen)} candidates on "
+                f"{len(taps)} cached taps."] + reasons + notes
+               + [f"Winner {best['name']}: the best validation accuracy ({best['val_accuracy']:.4f}) of "
+                  f"{len(finished)} finished runs; test accuracy, read once for it: {test_accuracy:.4f}."])
+    result = TransferResult(best["name"], best["family"], best["val_accuracy"], test_accuracy, path, board, reasons,
+                            timer.seconds, timer.spent(), out)
+    write_report(result.summary(), out)
+    return result
+
+
+def _evidence(model, frozen: list[dict], feats: dict, taps: list[str], early: list[str], dataset: str,
+              subset: dict, resolution: int | None) -> cands.Evidence:
+    """Probe accuracy per tap (the best finished single-tap frozen fit, else a ridge sweep), LogME per
+    tap, the BatchNorm shift on at most 1000 training images, and the median images per class."""
+    from pipeline.finetune.run import load_split
+    from pipeline.strategy.similarity import bn_shift
+
+    (train, y), (val, yv) = feats["train"], feats["val"]
+    probe = {}
+    for tap in taps:
+        scores = [r["val_accuracy"] for r in frozen if r["status"] == "done" and r["params"]["taps"] == [tap]]
+        probe[tap] = max(scores) if scores else fit_ridge(train[tap], y, val[tap], yv, cands.RIDGE_L2S).score(
+            val[tap], yv)
+    p = model.preprocessing
+    images, _ = load_split(open_source(dataset, "train", **{**subset, "limit": min(subset["limit"] or 1000, 1000)}),
+                           Geometry(resolution or p.resolution, p.resize, p.resample))
+    counts = np.bincount(y)
+    return cands.Evidence(probe, early, bn_shift(model, images, resolution=resolution),
+                          {t: logme(train[t], y) for t in taps}, float(np.median(counts[counts > 0])))
+
+
+def _final(best: dict, backbone: str, dataset: str, weights, feats: dict, common: dict, classes, seed: int,
+           out: Path) -> tuple[float, Path]:
+    """The winner refit (a head) or copied (a fine-tune's export) into OUT/final, and its test accuracy:
+    the only read of the test split."""
+    final = out / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    test = dict(split="test", classes=classes, seed=seed)
+    if best["family"] in cands.FROZEN:
+        c = cands.Candidate(best["family"], best["name"], best["params"])
+        model, _ = fit_frozen(c, feats["train"], feats["val"], seed)
+        entry = extract(backbone, dataset, c.params["taps"], **common, **test).entry
+        x = stack({t: reduce_spatial(load(entry, t)[0], "flatten") for t in c.params["taps"]}, c.params["taps"])
+        accuracy = float(model.score(x, load(entry, c.params["taps"][0])[1]))
+        path = _save_frozen(model, final / "head.safetensors", {**best, "test_accuracy": accuracy})
+        return accuracy, path
+    path = Path(shutil.copy(best["model"], final / "backbone.safetensors"))
+    tuned = backbones.create(backbone, path)
+    logits = tuned.tap_names()[-1]
+    entry = extract(backbone, dataset, [logits], **{**common, "weights": path, "pool": "avg"}, **test).entry
+    x, y = load(entry, logits)
+    return float(np.mean(np.argmax(x, axis=1) == y)), path
+
+
+def _save_frozen(model, path: Path, info: dict) -> Path:
+    """A head as `save_head` writes it; a ridge model as its coef/intercept/classes arrays."""
+    if hasattr(model, "save"):
+        return model.save(path, info)
+    from pipeline.weights import save_params
+
+    save_params(path, {"coef": model.coef_, "intercept": model.intercept_, "classes": model.classes_},
+                {"format": "pipeline.ridge/1", "info": json.dumps(info, default=str)})
+    return path

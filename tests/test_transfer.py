@@ -1,0 +1,245 @@
+"""`transfer`: the search's budget, successive halving and resume (fine-tunes faked, no clock read), the
+frozen search end to end on seednet_tiny, a fine-tuned winner's export and test read, and the command."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pipeline.data.spec
+import pipeline.finetune
+from helpers import assert_allclose
+from pipeline import backbones
+from pipeline.cli import main
+from pipeline.data import open_source
+from pipeline.extract import extract
+from pipeline.finetune import build_target
+from pipeline.finetune.run import load_split
+from pipeline.heads import fit_ridge, reduce_spatial
+from pipeline.store import load
+from pipeline.strategy import candidates as cands
+from pipeline.strategy import search, transfer
+from pipeline.strategy.search import Budget, Results, halving
+
+TARGET = dict(dataset="digits", per_class=20)  # 200 training images, 10 classes
+STEPS_PER_EPOCH = 10
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A seednet_tiny checkpoint (random weights, initialised once: each random init compiles)."""
+    path = tmp_path_factory.mktemp("source") / "seednet_tiny.safetensors"
+    return backbones.save(backbones.create("seednet_tiny", "random", seed=3), path)
+
+
+class TickClock:
+    """A clock that advances one second every time it is read: the search's checks count, not its speed."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def fake_finetune(monkeypatch):
+    """Replaces `pipeline.finetune.finetune` by a run of STEPS_PER_EPOCH budget checks per epoch whose
+    validation accuracy is scores[candidate slug] + epochs / 100; records every call as (slug, epochs, steps)."""
+    calls, scores = [], {}
+
+    def finetune(*, out, epochs, progress, on_epoch, evaluate_test, **_):
+        assert evaluate_test is False  # the search never opens the test split
+        slug, steps = Path(out).parent.name, 0
+        calls.append([slug, epochs, steps])
+        val = scores[slug] + epochs / 100
+        for epoch in range(epochs):
+            for _ in range(STEPS_PER_EPOCH):
+                calls[-1][2] += 1
+                progress(calls[-1][2], epochs * STEPS_PER_EPOCH, {})
+            on_epoch({"epoch": epoch + 1, "val_accuracy": val})
+        return SimpleNamespace(best_val_accuracy=val, epochs_run=epochs, resumed_from=None,
+                               backbone_path=Path(out) / "backbone.safetensors")
+
+    monkeypatch.setattr(pipeline.finetune, "finetune", finetune)
+    return SimpleNamespace(calls=calls, scores=scores)
+
+
+def _candidates(fake, values):
+    out = [cands.Candidate("full", f"c{i}", {"mode": "full", "lr": 1e-3}) for i in range(len(values))]
+    fake.scores.update({c.slug: v for c, v in zip(out, values)})
+    return out
+
+
+def test_successive_halving_promotes_the_best_third_and_resume_skips_finished_rungs(tmp_path, fake_finetune):
+    assert search.rung_epochs(9, 3) == [1, 3, 9] and search.rung_epochs(2, 3) == [2]
+    assert search.rung_epochs(10, 3) == [1, 3, 10]
+    values = [0.5, 0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.4]
+    pool = _candidates(fake_finetune, values)
+    run = dict(epochs=9, eta=3, target={}, out=tmp_path, results=Results(tmp_path), workers=1, checkpoint_every=1)
+    rows, notes = halving(pool, budget=Budget.minutes(60), **run)
+    assert [(c[0], c[1]) for c in fake_finetune.calls] == (
+        [(f"c{i}", 1) for i in range(9)] + [("c1", 3), ("c3", 3), ("c5", 3)] + [("c1", 9)])
+    assert [(r["name"], r["rung"], r["status"]) for r in rows[9:]] == [
+        ("c1", 1, "done"), ("c3", 1, "done"), ("c5", 1, "done"), ("c1", 2, "done")]
+    assert_allclose(rows[-1]["val_accuracy"], 0.9 + 0.09, rtol=0, atol=1e-12)
+    assert "3 promoted: c1, c3, c5" in notes[0] and "1 promoted: c1" in notes[1]
+    # a rerun with the same directory reads every finished rung back and trains nothing
+    again, _ = halving(pool, budget=Budget.minutes(60), **run)
+    assert len(fake_finetune.calls) == 13
+    assert [r["val_accuracy"] for r in again] == [r["val_accuracy"] for r in rows]
+    assert all(r["resumed"] for r in again)
+
+
+def test_budget_stops_the_running_fine_tune_at_its_next_step_and_starts_nothing_after(tmp_path, fake_finetune):
+    pool = _candidates(fake_finetune, [0.5, 0.9, 0.1, 0.8])
+    clock = TickClock()
+    budget = Budget(20.0, clock(), clock)  # the deadline falls inside the second run's first epoch
+    rows, _ = halving(pool, epochs=1, eta=3, target={}, out=tmp_path, budget=budget, results=Results(tmp_path),
+                      workers=1, checkpoint_every=1)
+    assert [r["status"] for r in rows] == ["done", "stopped", "skipped", "skipped"]
+    assert rows[1]["val_accuracy"] is None and rows[2]["seconds"] == rows[3]["seconds"] == 0.0
+    # the second run trained until the clock passed the deadline and stopped at that very check
+    first, second = fake_finetune.calls
+    assert first[2] == STEPS_PER_EPOCH and 0 < second[2] < STEPS_PER_EPOCH
+    assert clock.now - budget.deadline <= 2 + 1  # stopped-run's record + one read per skipped candidate
+    assert [p.name for p in (tmp_path / "candidates").iterdir()] == ["c0.r0.json"]  # only finished runs stored
+
+
+def test_rung_shares_stop_screening_but_promoted_runs_still_train(tmp_path, fake_finetune):
+    pool = _candidates(fake_finetune, [0.5, 0.9, 0.1, 0.8, 0.3, 0.7])
+    clock = TickClock()
+    budget = Budget(120.0, clock(), clock)  # rung 0 may start runs for its half: about 4 one-epoch runs
+    rows, notes = halving(pool, epochs=3, eta=3, target={}, out=tmp_path, budget=budget, results=Results(tmp_path),
+                          workers=1, checkpoint_every=1)
+    screened = [r for r in rows if r["rung"] == 0]
+    assert [r["status"] for r in screened].count("skipped") >= 1 and screened[0]["status"] == "done"
+    best = max((r for r in screened if r["status"] == "done"), key=lambda r: r["val_accuracy"])
+    assert [(r["name"], r["status"]) for r in rows if r["rung"] == 1][0] == (best["name"], "done")
+
+
+@pytest.mark.parametrize("budget", [0, -1.0, math.nan, math.inf, True, "2"])
+def test_bad_budgets_are_clear_errors(budget):
+    with pytest.raises(ValueError, match=rf"budget must be a positive, finite number of minutes, got {budget!r}"):
+        transfer("seednet_tiny", budget=budget, weights="random", **TARGET)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(candidates=["ridge", "lora"]), r"unknown candidate 'lora'; valid: ridge, linear, mlp, concat, last-k, "
+                                         r"lp-ft, full, transfer, scratch"),
+    (dict(candidates=[]), r"candidates must be a non-empty list of names; valid: ridge, linear"),
+    (dict(finetune_lrs=[1e-3, -1.0]), r"learning rates must be a non-empty list of positive numbers"),
+    (dict(epochs=0), r"epochs must be an int >= 1, got 0"),
+])
+def test_bad_settings_are_clear_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        transfer("seednet_tiny", budget=1, weights="random", out=tmp_path, **(TARGET | kwargs))
+
+
+def test_family_order_follows_the_measurements():
+    evidence = cands.Evidence({"conv1": 0.6, "conv2": 0.7, "fc1": 0.9}, ["conv1"])
+    costly = [f for f in cands.FAMILIES if f not in cands.FROZEN]
+    assert cands.family_order(costly, evidence)[0] == ["lp-ft", "last-k", "full", "transfer", "scratch"]
+    different = cands.Evidence({"conv1": 0.9, "conv2": 0.95, "fc1": 0.7}, ["conv1"],
+                               bn_shift={"conv1": 1.5}, median_per_class=1000.0)
+    order, reasons = cands.family_order(costly, different)
+    assert order == ["transfer", "scratch", "lp-ft", "full", "last-k"]
+    assert "different" in reasons[0] and "scratch is screened second" in reasons[1] and "last-k" in reasons[2]
+    assert cands.transfer_cut(different) == 2  # copy conv1, conv2: conv2 probes best below the last tap
+    ordered, _ = cands.costly_candidates(["lp-ft", "full"], evidence, stages=3, lrs=(1e-3, 1e-2))
+    assert [c.name for c in ordered] == ["lp-ft x0.1 lr=0.001", "lp-ft x1 lr=0.001", "full x0.1 lr=0.001",
+                                         "lp-ft x0.1 lr=0.01", "lp-ft x1 lr=0.01", "full x0.1 lr=0.01"]
+
+
+@pytest.fixture
+def test_reads(monkeypatch):
+    """Counts every opening of a data set's test split (`open_source` builds one Source per opening)."""
+    opened = []
+
+    class Counting(pipeline.data.spec.Source):
+        def __init__(self, spec, split, *args, **kwargs):
+            opened.append(split)
+            super().__init__(spec, split, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.data.spec, "Source", Counting)
+    return opened
+
+
+def _features(source, split: str, taps: list[str]):
+    subset = dict(per_class=20) if split == "train" else {}
+    entry = extract("seednet_tiny", "digits", taps, weights=source, split=split, pool="grid", **subset).entry
+    return load(entry, taps[0])[1], {t: reduce_spatial(load(entry, t)[0], "flatten") for t in taps}
+
+
+def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_resumes(tmp_path, test_reads,
+                                                                                      monkeypatch, source):
+    result = transfer("seednet_tiny", budget=5, candidates=["ridge"], weights=source, out=tmp_path, **TARGET)
+    assert test_reads.count("test") == 1 and test_reads[-1] == "test"  # once, after every decision
+    board = result.leaderboard
+    assert [r["name"] for r in board] == ["ridge@conv1", "ridge@conv2", "ridge@conv3", "ridge@fc1", "ridge@fc2"]
+    best = max(board, key=lambda r: r["val_accuracy"])
+    assert (result.winner, result.val_accuracy) == (best["name"], best["val_accuracy"])
+    tap = best["params"]["taps"][0]
+    (y, x), (yv, xv), (yt, xt) = (_features(source, s, [tap]) for s in ("train", "val", "test"))
+    reference = fit_ridge(x[tap], y, xv[tap], yv, cands.RIDGE_L2S)
+    assert reference.l2_ == best["l2"]
+    assert_allclose(result.test_accuracy, reference.score(xt[tap], yt), rtol=0, atol=0)
+    saved = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert saved["winner"] == result.winner and len(saved["leaderboard"]) == 5
+    assert all(r["budget_fraction"] == r["seconds"] / 300.0 for r in saved["leaderboard"])
+    assert saved["leaderboard"][0]["name"] == result.winner  # sorted best first
+    assert f"# transfer: {result.winner} wins" in (tmp_path / "leaderboard.md").read_text()
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "final" / "head.safetensors").is_file() and result.model == tmp_path / "final" / "head.safetensors"
+    # rerun: every candidate is read back, none fitted again; only the winner's refit runs
+    def refit(*args, **kwargs):
+        raise AssertionError("a stored candidate was fitted again")
+
+    monkeypatch.setattr(search, "fit_frozen", refit)
+    again = transfer("seednet_tiny", budget=5, candidates=["ridge"], weights=source, out=tmp_path, **TARGET)
+    assert all(r["resumed"] for r in again.leaderboard)
+    assert (again.winner, again.test_accuracy) == (result.winner, result.test_accuracy)
+
+
+def test_a_fine_tuned_winner_is_exported_and_scored_on_test_once(tmp_path, test_reads, fake_finetune, monkeypatch,
+                                                                  source):
+    exported = tmp_path / "tuned.safetensors"
+    backbones.save(build_target("seednet_tiny", 10, weights=source, seed=5), exported)
+    real = pipeline.finetune.finetune
+
+    def finetune(**kwargs):  # the fake's search, returning a real exported network
+        return SimpleNamespace(**{**vars(real(**kwargs)), "backbone_path": exported})
+
+    monkeypatch.setattr(pipeline.finetune, "finetune", finetune)
+    fake_finetune.scores.update({"full_x0.1_lr_0.001": 0.5})
+    result = transfer("seednet_tiny", budget=5, candidates=["full"], finetune_lrs=[1e-3], epochs=1,
+                      weights=source, out=tmp_path / "run", **TARGET)
+    assert result.winner == "full x0.1 lr=0.001" and result.model == tmp_path / "run" / "final" / "backbone.safetensors"
+    assert result.model.read_bytes() == exported.read_bytes()
+    assert test_reads.count("test") == 1
+    model = backbones.create("seednet_tiny", exported)
+    images, labels = load_split(open_source("digits", "test"), None)
+    predicted = np.argmax(np.asarray(model(model.preprocessing(jnp.asarray(images)))), axis=1)
+    assert_allclose(result.test_accuracy, np.mean(predicted == labels), rtol=0, atol=0)
+
+
+def test_transfer_command(tmp_path, capsys, source):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pipeline", "transfer", "--backbone", "seednet_tiny", "--weights", str(source),
+               "--dataset", "digits", "--per-class", "20", "--budget", "3", "--candidates", "ridge,full",
+               "--finetune-lrs", "0.001", "--epochs", "1", "--batch-size", "32", "--out", str(out), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    names = [r["name"] for r in result["leaderboard"]]
+    assert names[-1] == "full x0.1 lr=0.001" and result["leaderboard"][-1]["status"] == "done"
+    assert result["winner"] in names and (out / "leaderboard.md").is_file() and (out / "chart.png").is_file()
+    assert main(["transfer", "--backbone", "seednet_tiny", "--dataset", "digits", "--budget", "0"]) == 2
+    assert "error: budget must be a positive, finite number of minutes, got 0.0" in capsys.readouterr().err
