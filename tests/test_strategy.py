@@ -125,6 +125,10 @@ def test_advisor_measures_and_follows_its_rules(tmp_path, source):
     assert advice.case == (1 if similar else 2) and advice.train == "head" and advice.backbone_lr_mult is None
     assert advice.tap == ("fc2" if similar else max(("conv1", "conv2"), key=probe.get))
     assert f"run-case {advice.case} --backbone seednet_tiny --dataset digits" in advice.command
+    # transfer's screening order from the same measurements: similar keeps the pre-trained layers first
+    assert advice.transfer_first[0] == ("lp-ft" if similar else "transfer")
+    assert sorted(advice.transfer_first) == ["full", "last-k", "lp-ft", "scratch", "transfer"]
+    assert f"then screen fine-tunes in this order: {', '.join(advice.transfer_first)}" in advice.reasons[-1]
     assert json.loads(out.read_text()) == json.loads(json.dumps(advice.summary()))
     large = advise("seednet_tiny", weights=source, sample=200, large_per_class=40, **TARGET)
     assert large.size == "large" and large.case == advice.case + 2 and large.backbone_lr_mult == 0.1

@@ -51,25 +51,26 @@ class TickClock:
 
 @pytest.fixture
 def fake_finetune(monkeypatch):
-    """Replaces `pipeline.finetune.finetune` by a run of STEPS_PER_EPOCH budget checks per epoch whose
-    validation accuracy is scores[candidate slug] + epochs / 100; records every call as (slug, epochs, steps)."""
-    calls, scores = [], {}
+    """Replaces `pipeline.finetune.finetune` by a run of fake.per_epoch(epochs) budget checks per epoch
+    (default STEPS_PER_EPOCH) whose validation accuracy is scores[candidate slug] + epochs / 100; records
+    every call as [slug, epochs, steps run]."""
+    fake = SimpleNamespace(calls=[], scores={}, per_epoch=lambda epochs: STEPS_PER_EPOCH)
 
     def finetune(*, out, epochs, progress, on_epoch, evaluate_test, **_):
         assert evaluate_test is False  # the search never opens the test split
-        slug, steps = Path(out).parent.name, 0
-        calls.append([slug, epochs, steps])
-        val = scores[slug] + epochs / 100
+        slug = Path(out).parent.name
+        fake.calls.append([slug, epochs, 0])
+        val = fake.scores[slug] + epochs / 100
         for epoch in range(epochs):
-            for _ in range(STEPS_PER_EPOCH):
-                calls[-1][2] += 1
-                progress(calls[-1][2], epochs * STEPS_PER_EPOCH, {})
+            for _ in range(fake.per_epoch(epochs)):
+                fake.calls[-1][2] += 1
+                progress(fake.calls[-1][2], epochs * fake.per_epoch(epochs), {})
             on_epoch({"epoch": epoch + 1, "val_accuracy": val})
         return SimpleNamespace(best_val_accuracy=val, epochs_run=epochs, resumed_from=None,
                                backbone_path=Path(out) / "backbone.safetensors")
 
     monkeypatch.setattr(pipeline.finetune, "finetune", finetune)
-    return SimpleNamespace(calls=calls, scores=scores)
+    return fake
 
 
 def _candidates(fake, values):
@@ -109,7 +110,8 @@ def test_budget_stops_the_running_fine_tune_at_its_next_step_and_starts_nothing_
     # the second run trained until the clock passed the deadline and stopped at that very check
     first, second = fake_finetune.calls
     assert first[2] == STEPS_PER_EPOCH and 0 < second[2] < STEPS_PER_EPOCH
-    assert clock.now - budget.deadline <= 2 + 1  # stopped-run's record + one read per skipped candidate
+    # after the deadline: the stopped run's record, one check per skipped candidate, the search's end
+    assert clock.now - budget.deadline == 1 + 2 + 1
     assert [p.name for p in (tmp_path / "candidates").iterdir()] == ["c0.r0.json"]  # only finished runs stored
 
 
@@ -123,6 +125,20 @@ def test_rung_shares_stop_screening_but_promoted_runs_still_train(tmp_path, fake
     assert [r["status"] for r in screened].count("skipped") >= 1 and screened[0]["status"] == "done"
     best = max((r for r in screened if r["status"] == "done"), key=lambda r: r["val_accuracy"])
     assert [(r["name"], r["status"]) for r in rows if r["rung"] == 1][0] == (best["name"], "done")
+
+
+def test_time_left_after_the_last_rung_screens_the_candidates_rung_0_did_not_reach(tmp_path, fake_finetune):
+    pool = _candidates(fake_finetune, [0.5, 0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.4])
+    fake_finetune.per_epoch = lambda epochs: STEPS_PER_EPOCH // epochs  # a longer rung costs no more
+    clock = TickClock()
+    budget = Budget(100.0, clock(), clock)
+    rows, notes = halving(pool, epochs=3, eta=3, target={}, out=tmp_path, budget=budget, results=Results(tmp_path),
+                          workers=1, checkpoint_every=1)
+    # bracket 1: rung 0 screens c0-c3 in its half, c1 and c3 go on and finish early; bracket 2 screens c4
+    assert [(r["name"], r["rung"], r["status"]) for r in rows] == (
+        [(f"c{i}", 0, "done") for i in range(4)] + [("c1", 1, "done"), ("c3", 1, "done"), ("c4", 0, "done")]
+        + [(f"c{i}", 0, "skipped") for i in range(5, 9)] + [("c4", 1, "stopped")])
+    assert notes[2] == "5 not screened yet: another bracket with the time left."
 
 
 @pytest.mark.parametrize("budget", [0, -1.0, math.nan, math.inf, True, "2"])
@@ -206,6 +222,10 @@ def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_res
     again = transfer("seednet_tiny", budget=5, candidates=["ridge"], weights=source, out=tmp_path, **TARGET)
     assert all(r["resumed"] for r in again.leaderboard)
     assert (again.winner, again.test_accuracy) == (result.winner, result.test_accuracy)
+    with pytest.raises(TimeoutError, match=r"the budget of 0.0166.* minutes ended before any candidate finished; "
+                                           r"rerun with the same --out to resume"):
+        transfer("seednet_tiny", budget=1 / 60, clock=TickClock(), candidates=["ridge"], weights=source,
+                 out=tmp_path / "none", **TARGET)  # one tick: over at the first check
 
 
 def test_a_fine_tuned_winner_is_exported_and_scored_on_test_once(tmp_path, test_reads, fake_finetune, monkeypatch,

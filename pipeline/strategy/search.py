@@ -154,16 +154,35 @@ def rung_epochs(epochs: int, eta: int) -> list[int]:
 def halving(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: dict[str, Any], out: Path,
             budget: Budget, results: Results, workers: int, checkpoint_every: int,
             setup: Callable[[], None] | None = None) -> tuple[list[dict], list[str]]:
-    """Successive halving over the fine-tunes, in the given order.
+    """Successive halving over the fine-tunes, in the given order, in brackets until the budget ends.
 
     Rung i trains for rung_epochs(epochs, eta)[i] epochs. Rung 0 screens the candidates in order; each
     later rung continues with the best ceil(n / eta) of the n that finished the rung before (on
-    validation accuracy). The budget left when halving starts is split evenly over the rungs (equal
+    validation accuracy). The budget left when a bracket starts is split evenly over its rungs (equal
     rungs are what n / eta^i runs of eta^i x the epochs cost): rung i starts no run once its
-    cumulative share is spent (an unspent share rolls over), and any run stops at the deadline.
+    cumulative share is spent (an unspent share rolls over), and any run stops at the deadline. Time
+    left after the last rung starts another bracket on the candidates rung 0 did not reach.
     Returns:
       (every rung's rows, what happened at each rung).
     """
+    run = dict(epochs=epochs, eta=eta, target=target, out=out, budget=budget, results=results, workers=workers,
+               checkpoint_every=checkpoint_every, setup=setup)
+    rows, notes, pending = [], [], list(candidates)
+    while pending:
+        bracket, said = _bracket(pending, **run)
+        unreached = {r["name"] for r in bracket if r["rung"] == 0 and r["status"] == "skipped"}
+        if len(unreached) == len(pending) or budget.clock() >= budget.deadline:
+            return rows + bracket, notes + said  # nothing more can start: the skipped rows stay
+        rows += [r for r in bracket if not (r["rung"] == 0 and r["name"] in unreached)]
+        notes += said + ([f"{len(unreached)} not screened yet: another bracket with the time left."] if unreached else [])
+        pending = [c for c in pending if c.name in unreached]
+    return rows, notes
+
+
+def _bracket(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: dict[str, Any], out: Path,
+             budget: Budget, results: Results, workers: int, checkpoint_every: int,
+             setup: Callable[[], None] | None) -> tuple[list[dict], list[str]]:
+    """One bracket of successive halving over `candidates` with the budget left now (see `halving`)."""
     rungs = rung_epochs(epochs, eta)
     begin, left = budget.clock(), budget.deadline - budget.clock()
     rows, notes, alive = [], [], list(candidates)
