@@ -95,7 +95,10 @@ def _transfer(args: argparse.Namespace) -> None:
     from pipeline.strategy.candidates import FINETUNE_LRS
 
     use_compile_cache()
-    lrs = [float(v) for v in args.finetune_lrs.split(",")] if args.finetune_lrs else FINETUNE_LRS
+    try:
+        lrs = [float(v) for v in args.finetune_lrs.split(",")] if args.finetune_lrs else FINETUNE_LRS
+    except ValueError:
+        raise ValueError(f"--finetune-lrs must be comma-separated numbers, got {args.finetune_lrs!r}") from None
     result = transfer(
         args.backbone, args.dataset, budget=args.budget, weights=args.weights, classes=parse_classes(args.classes),
         per_class=args.per_class, limit=args.limit, candidates=args.candidates.split(",") if args.candidates else None,

@@ -12,7 +12,8 @@ The search rule:
    go through successive halving with eta = 3: with E epochs (default 9), rungs train E/9, E/3 and E
    epochs; rung 0 screens candidates in order, each rung keeps the best third on validation for the
    next. The budget left after the frozen phase is split evenly over the rungs (rung i starts no run
-   after its cumulative share; unspent time rolls over).
+   after its cumulative share; unspent time rolls over); time left after the last rung starts another
+   bracket on the candidates rung 0 did not reach.
 3. Decisions read the validation split only. The winner is the best validation accuracy of any
    finished candidate at any rung (ties: the cheaper); it is refit (a head) or taken as exported (a
    fine-tune) into OUT/final, and only then is the test split read, once, for the winner.
