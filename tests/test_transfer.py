@@ -112,7 +112,7 @@ def test_budget_stops_the_running_fine_tune_at_its_next_step_and_starts_nothing_
     assert first[2] == STEPS_PER_EPOCH and 0 < second[2] < STEPS_PER_EPOCH
     # after the deadline: the stopped run's record, one check per skipped candidate, the search's end
     assert clock.now - budget.deadline == 1 + 2 + 1
-    assert [p.name for p in (tmp_path / "candidates").iterdir()] == ["c0.r0.json"]  # only finished runs stored
+    assert [p.name for p in (tmp_path / "candidates").iterdir()] == ["c0.e1.json"]  # only finished runs stored
 
 
 def test_rung_shares_stop_screening_but_promoted_runs_still_train(tmp_path, fake_finetune):
@@ -222,6 +222,9 @@ def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_res
     again = transfer("seednet_tiny", budget=5, candidates=["ridge"], weights=source, out=tmp_path, **TARGET)
     assert all(r["resumed"] for r in again.leaderboard)
     assert (again.winner, again.test_accuracy) == (result.winner, result.test_accuracy)
+    with pytest.raises(ValueError, match=r"holds the results of a search with other settings \(per_class differ\)"):
+        transfer("seednet_tiny", budget=5, candidates=["ridge"], weights=source, out=tmp_path,
+                 **(TARGET | dict(per_class=30)))
     with pytest.raises(TimeoutError, match=r"the budget of 0.0166.* minutes ended before any candidate finished; "
                                            r"rerun with the same --out to resume"):
         transfer("seednet_tiny", budget=1 / 60, clock=TickClock(), candidates=["ridge"], weights=source,

@@ -51,12 +51,22 @@ class Budget:
 
 
 class Results:
-    """One JSON file per finished candidate (and rung) in DIR/candidates, written atomically: a rerun
-    with the same directory skips them."""
+    """One JSON file per finished candidate (fine-tunes: per epoch count) in DIR/candidates, written
+    atomically: a rerun with the same directory skips them. DIR/search.json holds the settings they were
+    measured under (the target task and source); a directory of another search is refused."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, settings: dict[str, Any] | None = None):
         self.dir = out / "candidates"
         self.dir.mkdir(parents=True, exist_ok=True)
+        path, current = out / "search.json", json.loads(json.dumps(settings or {}, default=str))
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+            if changed:
+                raise ValueError(f"{out} holds the results of a search with other settings ({', '.join(changed)} "
+                                 "differ); rerun with the same ones to resume, or pass another --out")
+        else:
+            path.write_text(json.dumps(current, indent=2))
 
     def get(self, key: str) -> dict | None:
         path = self.dir / f"{key}.json"
@@ -190,17 +200,17 @@ def _bracket(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: 
         start_by = begin + left * (i + 1) / len(rungs)
         jobs, done = [], {}
         for order, c in enumerate(alive):
-            stored = results.get(f"{c.slug}.r{i}")
+            stored = results.get(f"{c.slug}.e{ep}")
             if stored is not None:
                 done[c.name] = {**stored, "resumed": True}
                 continue
             jobs.append(Job(c.name, finetune_candidate, cost=-order, kwargs=dict(
-                candidate=c, rung=i, epochs=ep, target=target, run_dir=str(out / "runs" / c.slug / f"r{i}"),
+                candidate=c, rung=i, epochs=ep, target=target, run_dir=str(out / "runs" / c.slug / f"e{ep}"),
                 budget=budget, start_by=start_by, checkpoint_every=checkpoint_every)))
 
-        def keep(job: Job, row: dict, i: int = i) -> None:
+        def keep(job: Job, row: dict, ep: int = ep) -> None:
             if row["status"] == "done":
-                results.put(f"{job.kwargs['candidate'].slug}.r{i}", row)
+                results.put(f"{job.kwargs['candidate'].slug}.e{ep}", row)
 
         done.update(run_jobs(jobs, workers, on_done=keep, setup=setup) if jobs else {})
         ranked = [done[c.name] for c in alive]

@@ -22,7 +22,8 @@ The budget bounds wall time: no candidate starts after the deadline, a running f
 next step (its checkpoints stay, so a rerun resumes it), and what finished decides. The overrun is at
 most one uninterruptible piece: an extraction pass, a head fit, or a fine-tune's setup and first
 compiled step; plus the winner's refit and test pass. A rerun with the same OUT skips every finished
-candidate (OUT/candidates/*.json, written atomically).
+candidate (OUT/candidates/*.json, written atomically; a fine-tune's result is kept per epoch count); an
+OUT holding a search of another task or source is refused.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
     finetune_lrs = cands.check_lrs(finetune_lrs)
     epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size", batch_size)
     out = Path(out) if out is not None else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-transfer"
-    results = Results(out)
+    results = Results(out, dict(backbone=backbone, weights=weights, dataset=dataset, classes=classes,
+                                per_class=per_class, limit=limit, seed=seed, resolution=resolution,
+                                batch_size=batch_size))
     model = backbones.create(backbone, weights)
     taps, early = feature_taps(model), early_taps(model)
     subset = dict(classes=classes, per_class=per_class, limit=limit, seed=seed)
