@@ -19,7 +19,6 @@ from pipeline import backbones
 from pipeline.cli import main
 from pipeline.data import open_source
 from pipeline.extract import extract
-from pipeline.finetune import build_target
 from pipeline.finetune.run import load_split
 from pipeline.heads import fit_ridge, reduce_spatial
 from pipeline.store import load
@@ -113,6 +112,19 @@ def test_budget_stops_the_running_fine_tune_at_its_next_step_and_starts_nothing_
     # after the deadline: the stopped run's record, one check per skipped candidate, the search's end
     assert clock.now - budget.deadline == 1 + 2 + 1
     assert [p.name for p in (tmp_path / "candidates").iterdir()] == ["c0.e1.json"]  # only finished runs stored
+
+
+def test_a_fine_tune_priced_past_the_deadline_is_not_started(tmp_path, fake_finetune):
+    (c,) = _candidates(fake_finetune, [0.5])
+    run = dict(candidate=c, rung=0, epochs=3, target={}, run_dir=str(tmp_path / c.slug / "e3"), start_by=math.inf,
+               checkpoint_every=1)
+    clock = TickClock()
+    budget = Budget(100.0, clock(), clock)  # deadline 101; the first check reads 2
+    assert search.finetune_candidate(budget=budget, expected=99.5, **run)["status"] == "skipped"
+    assert fake_finetune.calls == []
+    assert search.finetune_candidate(budget=budget, expected=90.0, **run)["status"] == "done"
+    rows = [{"status": "done", "seconds": s, "epochs_run": e} for s, e in ((6.0, 1), (9.0, 3), (40.0, 2))]
+    assert search.epoch_seconds(rows + [{"status": "stopped", "seconds": 1.0, "epochs_run": 1}]) == 6.0
 
 
 def test_rung_shares_stop_screening_but_promoted_runs_still_train(tmp_path, fake_finetune):
@@ -213,7 +225,7 @@ def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_res
     assert saved["leaderboard"][0]["name"] == result.winner  # sorted best first
     assert f"# transfer: {result.winner} wins" in (tmp_path / "leaderboard.md").read_text()
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "final" / "head.safetensors").is_file() and result.model == tmp_path / "final" / "head.safetensors"
+    assert result.model == tmp_path / "final" / "head.safetensors" and result.model.is_file()
     # rerun: every candidate is read back, none fitted again; only the winner's refit runs
     def refit(*args, **kwargs):
         raise AssertionError("a stored candidate was fitted again")
@@ -231,23 +243,16 @@ def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_res
                  out=tmp_path / "none", **TARGET)  # one tick: over at the first check
 
 
-def test_a_fine_tuned_winner_is_exported_and_scored_on_test_once(tmp_path, test_reads, fake_finetune, monkeypatch,
-                                                                  source):
-    exported = tmp_path / "tuned.safetensors"
-    backbones.save(build_target("seednet_tiny", 10, weights=source, seed=5), exported)
-    real = pipeline.finetune.finetune
-
-    def finetune(**kwargs):  # the fake's search, returning a real exported network
-        return SimpleNamespace(**{**vars(real(**kwargs)), "backbone_path": exported})
-
-    monkeypatch.setattr(pipeline.finetune, "finetune", finetune)
-    fake_finetune.scores.update({"full_x0.1_lr_0.001": 0.5})
-    result = transfer("seednet_tiny", budget=5, candidates=["full"], finetune_lrs=[1e-3], epochs=1,
-                      weights=source, out=tmp_path / "run", **TARGET)
-    assert result.winner == "full x0.1 lr=0.001" and result.model == tmp_path / "run" / "final" / "backbone.safetensors"
-    assert result.model.read_bytes() == exported.read_bytes()
-    assert test_reads.count("test") == 1
-    model = backbones.create("seednet_tiny", exported)
+def test_a_fine_tuned_winner_is_exported_and_scored_on_test_once(tmp_path, test_reads, source):
+    result = transfer("seednet_tiny", budget=5, candidates=["full"], finetune_lrs=[1e-3], epochs=1, batch_size=32,
+                      weights=source, out=tmp_path, **TARGET)
+    (row,) = result.leaderboard
+    assert (result.winner, row["status"], row["epochs_run"]) == ("full x0.1 lr=0.001", "done", 1)
+    assert result.model == tmp_path / "final" / "backbone.safetensors"
+    assert result.model.read_bytes() == (tmp_path / "runs" / "full_x0.1_lr_0.001" / "e1" / "backbone.safetensors"
+                                         ).read_bytes()
+    assert test_reads.count("test") == 1  # the fine-tune itself never opened it
+    model = backbones.create("seednet_tiny", result.model)
     images, labels = load_split(open_source("digits", "test"), None)
     predicted = np.argmax(np.asarray(model(model.preprocessing(jnp.asarray(images)))), axis=1)
     assert_allclose(result.test_accuracy, np.mean(predicted == labels), rtol=0, atol=0)
@@ -256,13 +261,13 @@ def test_a_fine_tuned_winner_is_exported_and_scored_on_test_once(tmp_path, test_
 def test_transfer_command(tmp_path, capsys, source):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "pipeline", "transfer", "--backbone", "seednet_tiny", "--weights", str(source),
-               "--dataset", "digits", "--per-class", "20", "--budget", "3", "--candidates", "ridge,full",
-               "--finetune-lrs", "0.001", "--epochs", "1", "--batch-size", "32", "--out", str(out), "--json"]
+               "--dataset", "digits", "--per-class", "20", "--budget", "3", "--candidates", "ridge", "--out", str(out),
+               "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    names = [r["name"] for r in result["leaderboard"]]
-    assert names[-1] == "full x0.1 lr=0.001" and result["leaderboard"][-1]["status"] == "done"
-    assert result["winner"] in names and (out / "leaderboard.md").is_file() and (out / "chart.png").is_file()
+    best = max(result["leaderboard"], key=lambda r: r["val_accuracy"])
+    assert (result["winner"], result["val_accuracy"]) == (best["name"], best["val_accuracy"])
+    assert len(result["leaderboard"]) == 5 and (out / "leaderboard.md").is_file() and (out / "chart.png").is_file()
     assert main(["transfer", "--backbone", "seednet_tiny", "--dataset", "digits", "--budget", "0"]) == 2
     assert "error: budget must be a positive, finite number of minutes, got 0.0" in capsys.readouterr().err

@@ -109,9 +109,14 @@ def fit_frozen(candidate: Candidate, train: tuple[dict, np.ndarray], val: tuple[
 
 
 def run_frozen(candidates: Sequence[Candidate], train, val, budget: Budget, results: Results,
-               seed: int) -> list[dict]:
-    """Every frozen candidate in order (stored ones read back); those reached after the deadline are skipped."""
-    rows = []
+               seed: int) -> tuple[list[dict], dict[str, Any]]:
+    """Every frozen candidate in order (stored ones read back); those reached after the deadline are skipped.
+
+    Returns:
+      (rows, {name: fitted model} of the best candidate fitted in this call, so the winner needs no refit).
+    """
+    rows: list[dict] = []
+    best: dict[str, Any] = {}
     for c in candidates:
         stored = results.get(c.slug)
         if stored is not None:
@@ -125,17 +130,21 @@ def run_frozen(candidates: Sequence[Candidate], train, val, budget: Budget, resu
         extra = {"l2": model.l2_} if hasattr(model, "l2_") else {}
         row = record(c, "done", acc, time.perf_counter() - start, rung=None, spent_at=budget.spent(), **extra)
         results.put(c.slug, row)
+        if all(acc > r["val_accuracy"] for r in rows if r["name"] in best):
+            best = {c.name: model}
         rows.append(row)
-    return rows
+    return rows, best
 
 
 def finetune_candidate(*, candidate: Candidate, rung: int, epochs: int, target: dict[str, Any], run_dir: str,
-                       budget: Budget, start_by: float, checkpoint_every: int) -> dict:
-    """One fine-tune for `epochs` (a worker job): not started once `start_by` passed, stopped between
-    steps at the deadline (its checkpoints stay for a rerun), validation only (test is not opened)."""
+                       budget: Budget, start_by: float, checkpoint_every: int, expected: float = 0.0) -> dict:
+    """One fine-tune for `epochs` (a worker job): not started once `start_by` passed or when its `expected`
+    seconds would end past the deadline, stopped between steps at the deadline (its checkpoints stay for
+    a rerun), validation only (test is not opened)."""
     from pipeline.finetune import finetune
 
-    if budget.clock() >= min(start_by, budget.deadline):
+    now = budget.clock()
+    if now >= min(start_by, budget.deadline) or now + expected > budget.deadline:
         return record(candidate, "skipped", None, 0.0, rung=rung, epochs=epochs)
     history: list[dict] = []
     start = time.perf_counter()
@@ -170,8 +179,10 @@ def halving(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: d
     later rung continues with the best ceil(n / eta) of the n that finished the rung before (on
     validation accuracy). The budget left when a bracket starts is split evenly over its rungs (equal
     rungs are what n / eta^i runs of eta^i x the epochs cost): rung i starts no run once its
-    cumulative share is spent (an unspent share rolls over), and any run stops at the deadline. Time
-    left after the last rung starts another bracket on the candidates rung 0 did not reach.
+    cumulative share is spent (an unspent share rolls over), nor one whose price (the median seconds
+    per epoch of the fine-tunes finished so far x its epochs) ends past the deadline, and any run stops
+    at the deadline. Time left after the last rung starts another bracket on the candidates rung 0
+    did not reach.
     Returns:
       (every rung's rows, what happened at each rung).
     """
@@ -179,25 +190,34 @@ def halving(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: d
                checkpoint_every=checkpoint_every, setup=setup)
     rows, notes, pending = [], [], list(candidates)
     while pending:
-        bracket, said = _bracket(pending, **run)
+        bracket, said = _bracket(pending, **run, history=rows)
         unreached = {r["name"] for r in bracket if r["rung"] == 0 and r["status"] == "skipped"}
         if len(unreached) == len(pending) or budget.clock() >= budget.deadline:
             return rows + bracket, notes + said  # nothing more can start: the skipped rows stay
         rows += [r for r in bracket if not (r["rung"] == 0 and r["name"] in unreached)]
-        notes += said + ([f"{len(unreached)} not screened yet: another bracket with the time left."] if unreached else [])
+        more = [f"{len(unreached)} not screened yet: another bracket with the time left."] if unreached else []
+        notes += said + more
         pending = [c for c in pending if c.name in unreached]
     return rows, notes
 
 
+def epoch_seconds(rows: Sequence[dict]) -> float:
+    """The median seconds per epoch of the finished fine-tunes in `rows` (setup included); 0 without any."""
+    costs = [r["seconds"] / r["epochs_run"] for r in rows if r["status"] == "done" and r.get("epochs_run")]
+    return float(np.median(costs)) if costs else 0.0
+
+
 def _bracket(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: dict[str, Any], out: Path,
              budget: Budget, results: Results, workers: int, checkpoint_every: int,
-             setup: Callable[[], None] | None) -> tuple[list[dict], list[str]]:
-    """One bracket of successive halving over `candidates` with the budget left now (see `halving`)."""
+             setup: Callable[[], None] | None, history: list[dict]) -> tuple[list[dict], list[str]]:
+    """One bracket of successive halving over `candidates` with the budget left now (see `halving`);
+    `history` (earlier brackets' rows) and its own finished rungs price each run before it starts."""
     rungs = rung_epochs(epochs, eta)
     begin, left = budget.clock(), budget.deadline - budget.clock()
     rows, notes, alive = [], [], list(candidates)
     for i, ep in enumerate(rungs):
         start_by = begin + left * (i + 1) / len(rungs)
+        expected = epoch_seconds(history + rows) * ep
         jobs, done = [], {}
         for order, c in enumerate(alive):
             stored = results.get(f"{c.slug}.e{ep}")
@@ -206,7 +226,7 @@ def _bracket(candidates: Sequence[Candidate], *, epochs: int, eta: int, target: 
                 continue
             jobs.append(Job(c.name, finetune_candidate, cost=-order, kwargs=dict(
                 candidate=c, rung=i, epochs=ep, target=target, run_dir=str(out / "runs" / c.slug / f"e{ep}"),
-                budget=budget, start_by=start_by, checkpoint_every=checkpoint_every)))
+                budget=budget, start_by=start_by, checkpoint_every=checkpoint_every, expected=expected)))
 
         def keep(job: Job, row: dict, ep: int = ep) -> None:
             if row["status"] == "done":

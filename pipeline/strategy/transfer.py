@@ -15,15 +15,17 @@ The search rule:
    after its cumulative share; unspent time rolls over); time left after the last rung starts another
    bracket on the candidates rung 0 did not reach.
 3. Decisions read the validation split only. The winner is the best validation accuracy of any
-   finished candidate at any rung (ties: the cheaper); it is refit (a head) or taken as exported (a
-   fine-tune) into OUT/final, and only then is the test split read, once, for the winner.
+   finished candidate at any rung (ties: the cheaper); it is saved (a head, refit if it was fitted in
+   an earlier run) or taken as exported (a fine-tune) into OUT/final, and only then is the test split
+   read, once, for the winner.
 
-The budget bounds wall time: no candidate starts after the deadline, a running fine-tune stops at its
-next step (its checkpoints stay, so a rerun resumes it), and what finished decides. The overrun is at
-most one uninterruptible piece: an extraction pass, a head fit, or a fine-tune's setup and first
-compiled step; plus the winner's refit and test pass. A rerun with the same OUT skips every finished
-candidate (OUT/candidates/*.json, written atomically; a fine-tune's result is kept per epoch count); an
-OUT holding a search of another task or source is refused.
+The budget bounds wall time: no candidate starts after the deadline, nor a fine-tune whose price (the
+median seconds per epoch of those finished so far x its epochs) would end past it; a running fine-tune
+stops at its next step (its checkpoints stay, so a rerun resumes it), and what finished decides. The
+overrun is at most one uninterruptible piece: an extraction pass, a head fit, or a fine-tune's setup and
+first compiled step; plus the winner's test pass (and, after a resume, its refit). A rerun with the same
+OUT skips every finished candidate (OUT/candidates/*.json, written atomically; a fine-tune's result is
+kept per epoch count); an OUT holding a search of another task or source is refused.
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
         entry = extract(backbone, dataset, taps, split=split, **common, **data).entry
         feats[split] = ({t: reduce_spatial(load(entry, t)[0], "flatten") for t in taps}, load(entry, taps[0])[1])
 
-    frozen = run_frozen(cands.frozen_candidates(families, taps), feats["train"], feats["val"], timer, results, seed)
+    frozen, fitted = run_frozen(cands.frozen_candidates(families, taps), feats["train"], feats["val"], timer,
+                                results, seed)
     costly, reasons = [], []
     if any(f not in cands.FROZEN for f in families):
         evidence = _evidence(model, frozen, feats, taps, early, dataset, subset, resolution)
@@ -134,7 +137,7 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
         raise TimeoutError(f"the budget of {budget} minutes ended before any candidate finished; "
                            f"rerun with the same --out to resume, or give a larger budget")
     best = max(finished, key=lambda r: (r["val_accuracy"], -r["seconds"]))
-    test_accuracy, path = _final(best, backbone, dataset, weights, feats, common, classes, seed, out)
+    test_accuracy, path = _final(best, fitted, backbone, dataset, feats, common, classes, seed, out)
     reasons = ([f"Frozen phase: {sum(r['status'] == 'done' for r in frozen)} of {len(frozen)} candidates on "
                 f"{len(taps)} cached taps."] + reasons + notes
                + [f"Winner {best['name']}: the best validation accuracy ({best['val_accuracy']:.4f}) of "
@@ -166,16 +169,16 @@ def _evidence(model, frozen: list[dict], feats: dict, taps: list[str], early: li
                           {t: logme(train[t], y) for t in taps}, float(np.median(counts[counts > 0])))
 
 
-def _final(best: dict, backbone: str, dataset: str, weights, feats: dict, common: dict, classes, seed: int,
+def _final(best: dict, fitted: dict, backbone: str, dataset: str, feats: dict, common: dict, classes, seed: int,
            out: Path) -> tuple[float, Path]:
-    """The winner refit (a head) or copied (a fine-tune's export) into OUT/final, and its test accuracy:
-    the only read of the test split."""
+    """The winner (a head: as fitted in this call, else refit on the same data; a fine-tune: its export)
+    in OUT/final, and its test accuracy: the only read of the test split."""
     final = out / "final"
     final.mkdir(parents=True, exist_ok=True)
     test = dict(split="test", classes=classes, seed=seed)
     if best["family"] in cands.FROZEN:
         c = cands.Candidate(best["family"], best["name"], best["params"])
-        model, _ = fit_frozen(c, feats["train"], feats["val"], seed)
+        model = fitted[c.name] if c.name in fitted else fit_frozen(c, feats["train"], feats["val"], seed)[0]
         entry = extract(backbone, dataset, c.params["taps"], **common, **test).entry
         x = stack({t: reduce_spatial(load(entry, t)[0], "flatten") for t in c.params["taps"]}, c.params["taps"])
         accuracy = float(model.score(x, load(entry, c.params["taps"][0])[1]))
