@@ -54,9 +54,12 @@ def add_subset_args(p: argparse.ArgumentParser) -> None:
 
 def default_layers(backbone: str) -> list[str]:
     """The last tap before the classifier: case 1's 'cut the final layer' default."""
+    from flax import nnx
+
     from pipeline import backbones
 
-    return [backbones.create(backbone, "random").tap_names()[-2]]
+    # Shapes only: tap names need no initialised weights (random init compiles dozens of small programs).
+    return [nnx.eval_shape(lambda: backbones.get(backbone).build(nnx.Rngs(0))).tap_names()[-2]]
 
 
 def extract_with_progress(backbone: str, dataset: str, layers: list, quiet: bool = False, **kwargs):
