@@ -35,6 +35,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info = verbs.add_parser("info", help="everything stored about one entry")
     info.add_argument("entry", help="digest prefix, file name or path")
     info.set_defaults(handler=_info)
+    verify = verbs.add_parser("verify", help="re-read entries and check every dataset against its sha256")
+    verify.add_argument("entry", nargs="?", default=None, help="one entry (default: every complete entry)")
+    verify.set_defaults(handler=_verify)
     rm = verbs.add_parser("rm", help="remove an entry (also an incomplete one)")
     rm.add_argument("entry")
     rm.set_defaults(handler=_rm)
@@ -136,11 +139,30 @@ def _info(args: argparse.Namespace) -> None:
     from pipeline.cli import print_json
     from pipeline.store import open_entry
 
-    entry = open_entry(_store(args).resolve(args.entry))
+    entry = open_entry(_store(args).artifact(args.entry))
     print_json({"path": str(entry.path), "n": entry.n, "key": entry.key, "class_names": entry.class_names,
                 "taps": {t: {"shape": list(i.shape), "stride": i.stride, "dtype": str(i.dtype)}
                          for t, i in entry.taps.items()},
                 "skipped": entry.skipped, "attrs": entry.attrs})
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Prints 'ok' or why for each entry; exit status 1 when any is damaged."""
+    from pipeline.store import CorruptEntryError, NonFiniteFeaturesError, open_entry
+
+    store = _store(args)
+    paths = [store.artifact(args.entry)] if args.entry else [e.path for e in store.entries() if e.status != "partial"]
+    damaged = 0
+    for path in paths:
+        try:
+            open_entry(path).verify()
+            print(f"ok       {path}")
+        except (CorruptEntryError, NonFiniteFeaturesError) as err:
+            damaged += 1
+            print(f"damaged  {err}")
+    print(f"{len(paths)} verified, {damaged} damaged" + (" (remove with `python -m pipeline cache rm ENTRY` and "
+                                                         "extract again)" if damaged else ""))
+    return 1 if damaged else 0
 
 
 def _rm(args: argparse.Namespace) -> None:

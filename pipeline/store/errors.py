@@ -29,3 +29,7 @@ class NonFiniteFeaturesError(ValueError):
 
 class EntryLockedError(TimeoutError):
     """Another process holds the per-key lock (it is extracting this entry) past the allowed wait."""
+
+
+class DamagedEntryWarning(UserWarning):
+    """A damaged entry was found where an extraction wanted to serve it; it is removed and recomputed."""

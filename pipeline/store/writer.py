@@ -14,6 +14,7 @@ import numpy as np
 
 from .assemble import assemble
 from .codec import JSON_ATTRS, canonical_json, check_jsonable
+from .digests import CONTENT_DIGEST, CONTENTS
 from .entry import Entry, check_key, open_entry
 from .errors import EntryLockedError, NonFiniteFeaturesError
 from .keys import NAME_CHARS, digest_of, key_components
@@ -21,7 +22,8 @@ from .shards import fsync_dir, read_manifest, reset_partial, scan_shards, write_
 from .spec import STORAGE_DTYPES, TapSpec, check_compression, normalize_taps, tap_spec_json
 
 # File attributes the store writes itself; key components and caller attrs may not use these names.
-RESERVED_FILE_ATTRS = frozenset({"key", "key_digest", "created", "skipped", "n", "complete", JSON_ATTRS,
+RESERVED_FILE_ATTRS = frozenset({"key", "key_digest", "created", "skipped", "n", "complete", JSON_ATTRS, CONTENTS,
+                                 CONTENT_DIGEST,
                                  "python_version", "numpy_version", "h5py_version", "hdf5_version"})
 
 
@@ -49,8 +51,9 @@ def _check_class_names(class_names: Sequence[str]) -> list[str]:
     """Class names: a non-empty sequence of distinct strings."""
     if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
         raise TypeError(f"class_names must be a sequence of str, got {class_names!r:.80}")
-    names = list(class_names)
-    dupes = sorted({c for c in names if names.count(c) > 1})
+    names = _check_ids(class_names, "class_names")
+    seen: set[str] = set()
+    dupes = sorted({c for c in names if c in seen or seen.add(c)})  # linear: names may number millions
     if not names or dupes:
         raise ValueError(f"class_names must be non-empty and distinct; got {len(names)} names, duplicates {dupes}")
     return names
