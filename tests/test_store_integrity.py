@@ -1,6 +1,9 @@
 """Hostile cache states: an entry serves only what it was written with, cache commands never act outside the
 store, and a val/test entry must hold the training entry's features."""
 
+import errno
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -121,3 +124,39 @@ def test_train_refuses_a_test_entry_of_other_features(store, capsys):
     assert main(["train", "--features", train.path.name, "--layer", "head", "--test", train.path.name,
                  "--cache-dir", root]) == 2
     assert "is the training entry itself" in capsys.readouterr().err
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_a_clear_error_that_leaves_no_temp_file_and_resumes(store, monkeypatch):
+    from pipeline.store import StoreSpaceError, shards, writer
+
+    def savez_then_fail(f, **arrays):
+        f.write(b"half a shard")
+        _no_space()
+
+    monkeypatch.setattr(shards.np, "savez", savez_then_fail)
+    with pytest.raises(StoreSpaceError, match=r"no space left in .*\.partial to write 00000000\.npz: about 0\.0 MiB "
+                                              r"needed.*rerun the same command: it resumes"):
+        produce(store, batch_size=8)
+    monkeypatch.undo()
+    assert not list(store.root.glob("*.partial/*.tmp"))
+    usage = shutil.disk_usage(store.root)
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(StoreSpaceError, match=r"to write \w+\.h5\.tmp: about 1\.0 MiB needed, 0\.0 MiB free"):
+        produce(store, batch_size=8)  # HDF5 is never asked to write to a disk without room
+    monkeypatch.undo()
+
+    def assemble_then_fail(target, *args):
+        target.write_bytes(b"part of an HDF5 file")
+        _no_space()
+
+    monkeypatch.setattr(writer, "assemble", assemble_then_fail)
+    with pytest.raises(StoreSpaceError, match=r"\.h5\.tmp: about 1\.0 MiB needed"):
+        produce(store, batch_size=8)
+    monkeypatch.undo()
+    assert not list(store.root.glob("*.h5.tmp"))
+    entry = produce(store, batch_size=8)
+    assert entry.n == 34 and len(entry.skipped) == 6

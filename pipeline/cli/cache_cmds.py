@@ -86,8 +86,9 @@ def extract_with_progress(backbone: str, dataset: str, layers: list, quiet: bool
 def print_extract(result) -> None:
     """Hit or computed (with speed), the entry, its shapes and any skipped files."""
     s = result.summary()
+    speed = "" if s["images_per_s"] is None else f" ({s['images_per_s']} img/s)"  # None: a resume had nothing left
     how = "cache hit (no backbone computation)" if result.hit else \
-        f"computed {result.computed} images in {result.compute_seconds:.1f} s ({s['images_per_s']} img/s)"
+        f"computed {result.computed} images in {result.compute_seconds:.1f} s{speed}"
     print(f"{how}\nentry {s['key'][:16]}  {s['path']}\n  n={s['n']}  " +
           "  ".join(f"{t}: {'x'.join(map(str, shape))}" for t, shape in s["shapes"].items()))
     for item, reason in result.skipped:

@@ -16,7 +16,7 @@ from .assemble import assemble
 from .codec import JSON_ATTRS, canonical_json, check_jsonable
 from .digests import CONTENT_DIGEST, CONTENTS
 from .entry import Entry, check_key, open_entry
-from .errors import EntryLockedError, NonFiniteFeaturesError
+from .errors import NO_SPACE, EntryLockedError, NonFiniteFeaturesError, StoreSpaceError
 from .keys import NAME_CHARS, digest_of, key_components
 from .shards import fsync_dir, read_manifest, reset_partial, scan_shards, write_shard
 from .spec import STORAGE_DTYPES, TapSpec, check_compression, normalize_taps, tap_spec_json
@@ -247,9 +247,22 @@ class EntryWriter:
                     "h5py_version": h5py.__version__, "hdf5_version": h5py.version.hdf5_version}
         file_attrs = {**self.key, "key": canonical_json(self.key), "key_digest": self.digest, **versions,
                       **self.attrs}
-        assemble(self.paths["tmp"], self.paths["partial"], self._seq, self.n_done, self.taps, self.class_names,
-                 file_attrs, self.compression)
-        os.replace(self.paths["tmp"], self.path)
+        # HDF5 can crash the process on a full disk, so the room is checked first: the file is about the
+        # size of the shards (uncompressed); any failure still removes the temp file.
+        needed = sum(p.stat().st_size for p in self.paths["partial"].glob("*.npz")) + (1 << 20)
+        free = shutil.disk_usage(self.root).free
+        if free < needed:
+            raise StoreSpaceError(self.root, needed, free, what=self.paths["tmp"].name)
+        try:
+            assemble(self.paths["tmp"], self.paths["partial"], self._seq, self.n_done, self.taps, self.class_names,
+                     file_attrs, self.compression)
+            os.replace(self.paths["tmp"], self.path)
+        except BaseException as e:
+            self.paths["tmp"].unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in NO_SPACE:
+                raise StoreSpaceError(self.root, needed, shutil.disk_usage(self.root).free,
+                                      what=self.paths["tmp"].name) from e
+            raise
         fsync_dir(self.root)
         self.entry = open_entry(self.path)
         self.skipped = self.entry.skipped
