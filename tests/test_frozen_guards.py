@@ -63,8 +63,3 @@ def test_a_side_the_network_cannot_take_names_its_own():
     with pytest.raises(ValueError, match=r"resolution 20 is not usable by 'seednet_tiny' \(.*\); its own is 28"):
         check_resolution(model, 20)  # its dense layers take exactly the 28 px flattening
 
-
-def test_extract_refuses_resolution_zero_through_the_cli(capsys):
-    assert main(["extract", "--backbone", "seednet_tiny", "--weights", "random", "--dataset", "digits",
-                 "--limit", "20", "--resolution", "0"]) == 2
-    assert "resolution 0 is not usable by 'seednet_tiny': need an int >= " in capsys.readouterr().err
