@@ -28,6 +28,12 @@ class _ListAttribute(Backbone):
         return [("out", lambda x: x.mean(axis=(1, 2)) * self.scale[...])]
 
 
+def _zeros_model(name: str) -> Backbone:
+    """A registered variant with all-zero weights: shapes are all these tests need, without a slow random init."""
+    graph, shapes = nnx.split(nnx.eval_shape(lambda: backbones.get(name).build(nnx.Rngs(0))))
+    return nnx.merge(graph, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+
+
 def test_a_model_with_an_unhashable_graph_still_compiles():
     model = _ListAttribute()
     with pytest.raises(TypeError, match="unhashable"):
@@ -38,8 +44,7 @@ def test_a_model_with_an_unhashable_graph_still_compiles():
 
 @pytest.mark.parametrize("name", TINY)
 def test_resolution_below_the_deepest_stride_is_refused(name):
-    graph, shapes = nnx.split(nnx.eval_shape(lambda: backbones.get(name).build(nnx.Rngs(0))))
-    model = nnx.merge(graph, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # no slow random init
+    model = _zeros_model(name)
     minimum = max(t.stride for t in model.tap_infos() if t.stride)
     native = model.preprocessing.resolution
     assert check_resolution(model, None) == native and check_resolution(model, native) == native
@@ -50,16 +55,7 @@ def test_resolution_below_the_deepest_stride_is_refused(name):
 
 
 def test_a_side_the_network_cannot_take_names_its_own():
-    graph, shapes = nnx.split(nnx.eval_shape(lambda: backbones.get("seednet_tiny").build(nnx.Rngs(0))))
-    model = nnx.merge(graph, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-    with pytest.raises(ValueError, match=r"resolution 20 is not usable by 'seednet_tiny' \(.*\); its own is 28"):
-        check_resolution(model, 20)  # its dense layers take exactly the 28 px flattening
-
-
-
-def test_a_side_the_network_cannot_take_names_its_own():
-    graph, shapes = nnx.split(nnx.eval_shape(lambda: backbones.get("seednet_tiny").build(nnx.Rngs(0))))
-    model = nnx.merge(graph, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+    model = _zeros_model("seednet_tiny")
     with pytest.raises(ValueError, match=r"resolution 20 is not usable by 'seednet_tiny' \(.*\); its own is 28"):
         check_resolution(model, 20)  # its dense layers take exactly the 28 px flattening
 
