@@ -99,8 +99,9 @@ def check_values(expected: Mapping[str, np.dtype], got: Mapping[str, np.ndarray]
     kind = [k for k in common if _floating(np.dtype(expected[k])) != _floating(np.asarray(got[k]).dtype)]
     nonfinite = [k for k in common if k not in kind and _floating(np.asarray(got[k]).dtype)
                  and not np.isfinite(got[k]).all()]
-    parts = [f"{len(kind)} array(s) of the wrong dtype kind: " + ", ".join(
-        f"{k!r} is {np.asarray(got[k]).dtype}, expected {np.dtype(expected[k])}" for k in kind[:MAX_LISTED])] if kind else []
+    wrong = ", ".join(f"{k!r} is {np.asarray(got[k]).dtype}, expected {np.dtype(expected[k])}"
+                      for k in kind[:MAX_LISTED])
+    parts = [f"{len(kind)} array(s) of the wrong dtype kind: {wrong}"] if kind else []
     parts += [f"{len(nonfinite)} array(s) holding NaN or Inf: {_listing(nonfinite)}"] if nonfinite else []
     if parts:
         raise ValueError(f"{source}: " + "; ".join(parts))
