@@ -160,3 +160,14 @@ def test_a_full_disk_is_a_clear_error_that_leaves_no_temp_file_and_resumes(store
     assert not list(store.root.glob("*.h5.tmp"))
     entry = produce(store, batch_size=8)
     assert entry.n == 34 and len(entry.skipped) == 6
+
+
+def test_a_resume_with_nothing_left_prints_no_speed(store, capsys):
+    from pipeline.cli.cache_cmds import print_extract
+    from pipeline.extract import ExtractResult
+
+    entry = produce(store, batch_size=8)
+    capsys.readouterr()
+    print_extract(ExtractResult(entry, hit=False, computed=0, seconds=0.5))
+    out = capsys.readouterr().out
+    assert out.startswith("computed 0 images in 0.0 s\n") and "None" not in out
