@@ -1,4 +1,5 @@
-"""Reading a finished entry: validation on open, metadata, full loads and a finiteness re-check."""
+"""Reading a finished entry: validation on open (structure, digests), metadata, checked loads, verification,
+and the pairing rule for entries evaluated together."""
 
 import json
 from collections.abc import Mapping, Sequence
@@ -42,11 +43,13 @@ def read_rows(path: Path, ds: h5py.Dataset, start: int, stop: int) -> np.ndarray
 
 
 class Entry:
-    """A finished cache entry. Metadata is read on open; labels, ids and features on demand.
+    """A finished cache entry. Metadata, labels, ids and class names are read and checked against their
+    digests on open; features on demand, checked against theirs.
 
     Attributes:
         path: the .h5 file. key: the key components (with format_version). n: number of rows.
         taps: tap name -> TapInfo, in declared order. class_names: (C,) label names.
+        labels: (N,) int64 in [0, C). ids: (N,) item ids.
         skipped: (id, reason) of items left out. attrs: every file attribute, decoded.
     """
 
