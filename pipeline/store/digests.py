@@ -16,13 +16,13 @@ CONTENTS = "contents"
 CONTENT_DIGEST = "content_digest"
 
 
-def row_bytes(rows: np.ndarray) -> bytes:
-    """Canonical bytes of some rows: numbers little-endian; strings UTF-8, each ended by NUL (ids and class
-    names never contain NUL, see the writer)."""
+def row_bytes(rows: np.ndarray) -> bytes | np.ndarray:
+    """Canonical bytes of some rows: numbers little-endian (as a contiguous array: hashed without a copy);
+    strings UTF-8, each ended by NUL (ids and class names never contain NUL, see the writer)."""
     if rows.dtype.kind in "OSU":
         return b"".join((s.decode("utf-8") if isinstance(s, bytes) else str(s)).encode("utf-8") + b"\0"
                         for s in rows.reshape(-1))
-    return np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
+    return np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<"))
 
 
 class ContentHasher:
