@@ -160,7 +160,10 @@ class FeatureStore:
             if not replace_damaged:
                 raise
             warnings.warn(f"{err} -- removing it and computing the entry again", DamagedEntryWarning, stacklevel=2)
-            self._remove_digest(self.root, path.name[:NAME_CHARS])
+            try:
+                self._remove_digest(self.root, path.name[:NAME_CHARS])
+            except EntryLockedError:
+                pass  # another extraction holds the key: it is replacing the file; our writer waits for it
             return None
         return entry
 
