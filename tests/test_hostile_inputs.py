@@ -1,6 +1,7 @@
 """Hostile data inputs: every one is a clear error or a recorded skip, in bounded time and memory."""
 
 import contextlib
+import gzip
 import os
 import signal
 
@@ -104,3 +105,17 @@ def test_many_class_names_are_checked_in_linear_time(tmp_path):
         FeatureStore(tmp_path).writer({"k": 1}, {"t": TapSpec((2,))}, class_names=names)
     with pytest.raises(ValueError, match=r"duplicates \['c7'\]"):
         FeatureStore(tmp_path).writer({"k": 1}, {"t": TapSpec((2,))}, class_names=names + ["c7"])
+
+
+def test_idx_reads_no_more_than_the_header_promises(tmp_path):
+    from pipeline.data.idx import MAX_IDX_BYTES, read_idx
+
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (1, 2, 2))
+    bomb = tmp_path / "bomb-images-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(header + bytes(4 + 64 << 20), compresslevel=1))  # 64 MiB of zeros inflate
+    with deadline(), pytest.raises(DataError, match=r"trailing bytes after the 4 data bytes"):
+        read_idx(bomb, "images")
+    huge = tmp_path / "huge-images-idx3-ubyte"
+    huge.write_bytes(bytes([0, 0, 8, 3]) + (2**31).to_bytes(4, "big") * 3)
+    with pytest.raises(DataError, match=rf"claim {2**93} bytes, over the {MAX_IDX_BYTES}-byte limit"):
+        read_idx(huge, "images")
