@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 from store_writer_script import KEY, TAPS, produce
+from test_families_cli import saved_weights
 
 from pipeline.cli import main
 from pipeline.store import CorruptEntryError, DamagedEntryWarning, FeatureStore, open_entry
@@ -173,25 +174,11 @@ def test_a_resume_with_nothing_left_prints_no_speed(store, capsys):
     assert out.startswith("computed 0 images in 0.0 s\n") and "None" not in out
 
 
-def _seednet_tiny_weights(path):
-    """seednet_tiny with seeded positive weights (BatchNorm variances must be), saved: loading it skips random
-    init's many small compiles."""
-    import jax
-    from flax import nnx
-
-    from pipeline import backbones
-
-    graph, shapes = nnx.split(nnx.eval_shape(lambda: backbones.get("seednet_tiny").build(nnx.Rngs(0))))
-    rng = np.random.default_rng(0)
-    state = jax.tree.map(lambda s: rng.uniform(0.05, 0.3, size=s.shape).astype(s.dtype), shapes)
-    return backbones.save(nnx.merge(graph, state), path)
-
-
 def test_extract_recomputes_an_entry_that_lost_a_tap(tmp_path):
     from pipeline.extract import extract
 
     tiny = dict(backbone="seednet_tiny", dataset="digits", taps=["conv2", "fc1"], limit=24, batch_size=24,
-                weights=_seednet_tiny_weights(tmp_path / "w.safetensors"), cache_dir=tmp_path / "cache")
+                weights=saved_weights("seednet_tiny", tmp_path / "w.safetensors"), cache_dir=tmp_path / "cache")
     first = extract(**tiny).entry
     expected = first.features("fc1")
     with h5py.File(first.path, "r+") as f:
