@@ -92,7 +92,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
                          on_error=on_error)
     key = entry_key(model, source, names, pool=pool, dtype=dtype, resolution=side)
     store = FeatureStore(cache_dir)
-    hit = store.find(key)
+    hit = store.find(key, replace_damaged=True)  # a damaged entry is computed again, never served
     if hit is not None:
         return ExtractResult(hit, True, 0, time.perf_counter() - start, skipped=hit.skipped)
 

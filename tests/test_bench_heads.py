@@ -158,6 +158,6 @@ def test_val_entry_with_other_classes_is_refused(store, entries, tmp_path):
                       class_names=["x", "y", "z"]) as w:
         w.append({"deep": np.zeros((3, 16)), "mid": np.zeros((3, 2, 2, 4))}, [0, 1, 2], ["a", "b", "c"])
         other = w.commit()
-    with pytest.raises(ValueError, match=r"val entry .* has classes \['x', 'y', 'z'\], but the train entry has "
-                                         r"\['ant', 'bee', 'cow'\]"):
+    with pytest.raises(ValueError, match=r"val entry .* does not hold the same features .*class names: "
+                                         r"\['x', 'y', 'z'\] vs \['ant', 'bee', 'cow'\]"):
         bench_heads(train.path, val=other.path, cache_dir=store.root, out=tmp_path / "x", **GRID)

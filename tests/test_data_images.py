@@ -42,7 +42,7 @@ def decode_one(tmp_path, image, name="x.png", fmt=None, geometry=None, **kw):
 
 
 def test_folder_layout_like_image_folder(tmp_path):
-    written = make_folder(tmp_path, {"dog": 3, "cat": 2, "empty": 0})
+    written = make_folder(tmp_path, {"dog": 3, "cat": 2})
     save(tmp_path / "cat" / "nested" / "deep.PNG", Image.new("RGB", (4, 4)))
     for junk in ("cat/.DS_Store.png", "cat/notes.txt", ".ipynb_checkpoints/x.png", "dog/.hidden/y.png"):
         save(tmp_path / junk, Image.new("RGB", (4, 4)), "PNG")
@@ -50,7 +50,7 @@ def test_folder_layout_like_image_folder(tmp_path):
     np.savez(tmp_path / "dog" / "arrays.npz", x=np.zeros(2))
     source = open_source(f"folder:{tmp_path}", "trainval", val_fraction=0.5, seed=1)
     everything = set(source.ids) | set(open_source(f"folder:{tmp_path}", "test", seed=1).ids)
-    assert source.class_names == ["cat", "dog", "empty"] and source.native_shape is None
+    assert source.class_names == ["cat", "dog"] and source.native_shape is None
     assert everything == set(written) | {"cat/nested/deep.PNG"}
     assert list(source.labels) == [0 if i.startswith("cat/") else 1 for i in source.ids]
     batch = next(source.iter_batches(10, geometry=Geometry(10, resize=10)))  # 12 x 10: crop only

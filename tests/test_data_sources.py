@@ -73,7 +73,7 @@ def test_idx_header_errors(tmp_path):
     with pytest.raises(DataError, match=r"c: truncated idx header: 6 bytes, expected 16"):
         read_idx(path, "images")
     path.write_bytes(write_idx(tmp_path / "d", images).read_bytes() + b"xy")
-    with pytest.raises(DataError, match=r"c: 2 trailing bytes after the 48 data bytes"):
+    with pytest.raises(DataError, match=r"c: trailing bytes after the 48 data bytes"):
         read_idx(path, "images")
     gz = write_idx(tmp_path / "e", images, gz=True)
     gz.write_bytes(gz.read_bytes()[:-12])

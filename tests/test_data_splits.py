@@ -161,7 +161,7 @@ def test_classes_selects_and_relabels_in_given_order():
     assert sub.fingerprint != open_source("digits", "train", classes=[2, 7]).fingerprint
 
 
-@pytest.mark.parametrize("classes", [[], [1, 1], [10], [-1], ["3"]])
+@pytest.mark.parametrize("classes", [[], [3], [1, 1], [10], [-1], ["3"]])
 def test_invalid_classes_list_valid_ones(classes):
     with pytest.raises(DataError, match=r"invalid classes .* distinct class indices in 0\.\.9 \(0=0, 1=1"):
         open_source("digits", "train", classes=classes)

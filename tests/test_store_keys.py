@@ -64,14 +64,14 @@ def test_non_json_components_raise_type_error_naming_the_key(components, match):
 def test_empty_key_and_wrong_format_version_are_rejected():
     with pytest.raises(ValueError, match="at least one component"):
         entry_key({})
-    with pytest.raises(ValueError, match=r"'format_version' is 0, but this store writes format 1"):
+    with pytest.raises(ValueError, match=r"'format_version' is 0, but this store writes format 2"):
         entry_key({**BASE, "format_version": 0})
 
 
 def test_key_components_normalise_to_json_values():
     comps = key_components({"t": ("a", "b"), "d": {"k": (1, 2)}})
     assert comps == {"t": ["a", "b"], "d": {"k": [1, 2]}, "format_version": FORMAT_VERSION}
-    assert canonical_json(comps) == '{"d":{"k":[1,2]},"format_version":1,"t":["a","b"]}'
+    assert canonical_json(comps) == '{"d":{"k":[1,2]},"format_version":2,"t":["a","b"]}'
 
 
 def test_store_imports_only_numpy_h5py_filelock_and_stdlib():

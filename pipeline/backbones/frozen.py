@@ -48,6 +48,27 @@ def pooled_shape(shape: tuple[int, ...], pool: str) -> tuple[int, ...]:
     return (GRID, GRID, shape[-1]) if pool == "grid" else shape[-1:]
 
 
+def check_resolution(model: Backbone, resolution: int | None) -> int:
+    """The input side to use: the backbone's own for None, else `resolution` if the network can run on it.
+
+    The minimum is the largest stride among the taps at the native resolution (every spatial stage keeps
+    at least one pixel); a side the network still cannot take (shape inference fails) is refused too.
+    """
+    if resolution is None:
+        return model.preprocessing.resolution
+    strides = [t.stride for t in model.tap_infos() if t.stride]
+    minimum = max(strides, default=1)
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < minimum:
+        raise ValueError(f"resolution {resolution!r} is not usable by {model.name!r}: need an int >= {minimum} "
+                         f"(its deepest stride), or None for its own {model.preprocessing.resolution}")
+    try:
+        model.tap_infos(resolution)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"resolution {resolution} is not usable by {model.name!r} ({e}); its own is "
+                         f"{model.preprocessing.resolution}") from e
+    return resolution
+
+
 def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dtype: str = "float32",
                  resolution: int | None = None) -> Callable[[jax.Array], dict[str, jax.Array]]:
     """Compiles preprocessing + the network up to the deepest tap + pooling.
@@ -65,9 +86,17 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     pool_features(jnp.zeros((1, 1)), pool)  # validates `pool` before any compile
+    check_resolution(model, resolution)
     names = tuple(resolve_taps(model.tap_names(), taps))
     graph, state = nnx.split(model)
-    run = functools.partial(_run, graph, names=names, pool=pool, dtype=dtype, resolution=resolution)
+    static = {"names": names, "pool": pool, "dtype": dtype, "resolution": resolution}
+    try:
+        hash(graph)
+        run = functools.partial(_run, graph, **static)
+    except TypeError:
+        # A module holding an unhashable attribute (a list, say) cannot be a static jit argument: compile
+        # for this model alone rather than fail in use.
+        run = jax.jit(functools.partial(_forward, graph, **static))
     devices = jax.local_devices()
     if len(devices) < 2 or devices[0].platform != "cpu":
         return lambda images: run(state, images)
@@ -84,13 +113,16 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
     return apply
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("names", "pool", "dtype", "resolution"))
-def _run(graph, state, images, *, names, pool, dtype, resolution):
-    """One module-level program per (graph, taps, pool, dtype, resolution): repeated calls, even from
-    new models with the same structure, reuse the compiled executable."""
+def _forward(graph, state, images, *, names, pool, dtype, resolution):
+    """Preprocess, run up to the deepest tap in `dtype`, pool, return float32 taps."""
     compute = DTYPES[dtype]
     state = jax.tree.map(lambda a: a.astype(compute) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
     model = nnx.merge(graph, state)
     x = model.preprocessing(images, resolution).astype(compute)
     feats = model.features(x, names)
     return {k: pool_features(v, pool).astype(jnp.float32) for k, v in feats.items()}
+
+
+# One module-level program per (graph, taps, pool, dtype, resolution): repeated calls, even from new models
+# with the same structure, reuse the compiled executable.
+_run = jax.jit(_forward, static_argnums=0, static_argnames=("names", "pool", "dtype", "resolution"))

@@ -71,7 +71,8 @@ class DepthwiseConv(nnx.Module):
 def conv(cin: int, cout: int, kernel: int, stride: int = 1, *, rngs: nnx.Rngs, bias: bool = False,
          padding: str | int = "SAME") -> nnx.Conv:
     """A plain convolution; 'SAME' in XLA is TF-SAME (extra padding after), as the TF ports need."""
-    pad = padding if isinstance(padding, str) else [(padding, padding)] * 2
+    # A tuple, not a list: module attributes become part of the static graph definition jit hashes.
+    pad = padding if isinstance(padding, str) else ((padding, padding),) * 2
     return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride), padding=pad, use_bias=bias,
                     kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"), rngs=rngs)
 

@@ -35,6 +35,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info = verbs.add_parser("info", help="everything stored about one entry")
     info.add_argument("entry", help="digest prefix, file name or path")
     info.set_defaults(handler=_info)
+    verify = verbs.add_parser("verify", help="re-read entries and check every dataset against its sha256")
+    verify.add_argument("entry", nargs="?", default=None, help="one entry (default: every complete entry)")
+    verify.set_defaults(handler=_verify)
     rm = verbs.add_parser("rm", help="remove an entry (also an incomplete one)")
     rm.add_argument("entry")
     rm.set_defaults(handler=_rm)
@@ -54,9 +57,12 @@ def add_subset_args(p: argparse.ArgumentParser) -> None:
 
 def default_layers(backbone: str) -> list[str]:
     """The last tap before the classifier: case 1's 'cut the final layer' default."""
+    from flax import nnx
+
     from pipeline import backbones
 
-    return [backbones.create(backbone, "random").tap_names()[-2]]
+    # Shapes only: tap names need no initialised weights (random init compiles dozens of small programs).
+    return [nnx.eval_shape(lambda: backbones.get(backbone).build(nnx.Rngs(0))).tap_names()[-2]]
 
 
 def extract_with_progress(backbone: str, dataset: str, layers: list, quiet: bool = False, **kwargs):
@@ -80,8 +86,9 @@ def extract_with_progress(backbone: str, dataset: str, layers: list, quiet: bool
 def print_extract(result) -> None:
     """Hit or computed (with speed), the entry, its shapes and any skipped files."""
     s = result.summary()
+    speed = "" if s["images_per_s"] is None else f" ({s['images_per_s']} img/s)"  # None: a resume had nothing left
     how = "cache hit (no backbone computation)" if result.hit else \
-        f"computed {result.computed} images in {result.compute_seconds:.1f} s ({s['images_per_s']} img/s)"
+        f"computed {result.computed} images in {result.compute_seconds:.1f} s{speed}"
     print(f"{how}\nentry {s['key'][:16]}  {s['path']}\n  n={s['n']}  " +
           "  ".join(f"{t}: {'x'.join(map(str, shape))}" for t, shape in s["shapes"].items()))
     for item, reason in result.skipped:
@@ -133,11 +140,30 @@ def _info(args: argparse.Namespace) -> None:
     from pipeline.cli import print_json
     from pipeline.store import open_entry
 
-    entry = open_entry(_store(args).resolve(args.entry))
+    entry = open_entry(_store(args).artifact(args.entry))
     print_json({"path": str(entry.path), "n": entry.n, "key": entry.key, "class_names": entry.class_names,
                 "taps": {t: {"shape": list(i.shape), "stride": i.stride, "dtype": str(i.dtype)}
                          for t, i in entry.taps.items()},
                 "skipped": entry.skipped, "attrs": entry.attrs})
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Prints 'ok' or why for each entry; exit status 1 when any is damaged."""
+    from pipeline.store import CorruptEntryError, NonFiniteFeaturesError, open_entry
+
+    store = _store(args)
+    paths = [store.artifact(args.entry)] if args.entry else [e.path for e in store.entries() if e.status != "partial"]
+    damaged = 0
+    for path in paths:
+        try:
+            open_entry(path).verify()
+            print(f"ok       {path}")
+        except (CorruptEntryError, NonFiniteFeaturesError) as err:
+            damaged += 1
+            print(f"damaged  {err}")
+    print(f"{len(paths)} verified, {damaged} damaged" + (" (remove with `python -m pipeline cache rm ENTRY` and "
+                                                         "extract again)" if damaged else ""))
+    return 1 if damaged else 0
 
 
 def _rm(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -59,11 +60,10 @@ def to_uint8(images: np.ndarray, where: str) -> np.ndarray:
 
 def image_shape(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
     """(H, W, C) from an images array shape (N, H, W) or (N, H, W, C) with C in (1, 3)."""
-    if len(shape) == 3:
-        return (shape[1], shape[2], 1)
-    if len(shape) == 4 and shape[3] in (1, 3):
-        return (shape[1], shape[2], shape[3])
-    raise DataError(f"{where}: images must have shape (N, H, W) or (N, H, W, C) with C = 1 or 3, got {shape}")
+    if len(shape) in (3, 4) and min(shape[1:3]) >= 1 and (len(shape) == 3 or shape[3] in (1, 3)):
+        return (shape[1], shape[2], shape[3] if len(shape) == 4 else 1)
+    raise DataError(f"{where}: images must have shape (N, H, W) or (N, H, W, C) with H, W >= 1 and C = 1 or 3, "
+                    f"got {shape}")
 
 
 def check_labels(labels: np.ndarray, n: int, class_names: list[str] | None, where: str) -> tuple[np.ndarray, list[str]]:
@@ -78,6 +78,9 @@ def check_labels(labels: np.ndarray, n: int, class_names: list[str] | None, wher
         raise DataError(f"{where}: labels must be >= 0, found {labels.min()}")
     top = int(labels.max()) + 1 if n else 0
     if class_names is None:
+        if top > n:  # names would be made for classes without images: a label of 10**7 means 10**7 names
+            raise DataError(f"{where}: labels go up to {top - 1} but there are only {n} images; without class_names "
+                            "labels must number the classes 0..K-1 (relabel them, or store class_names)")
         class_names = [str(i) for i in range(top)]
     elif top > len(class_names):
         raise DataError(f"{where}: label {top - 1} has no class name; {len(class_names)} class_names given")
@@ -115,6 +118,8 @@ def _existing(path: Path, kind: str) -> Path:
 def load_npz(path: Path) -> ArrayBackend:
     """Arrays `images`, `labels` and optional `class_names` from an .npz file."""
     where = str(_existing(path, "npz"))
+    if not zipfile.is_zipfile(path):  # np.load would guess 'pickled data' for any other bytes
+        raise DataError(f"{where}: not an .npz file (a zip archive of .npy arrays, as numpy.savez writes)")
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in ("images", "labels") if k not in z.files]
         if missing:
@@ -136,11 +141,14 @@ def load_h5(path: Path) -> ArrayBackend:
     """Datasets `images`, `labels` and optional `class_names` of an HDF5 file; images read lazily."""
     import h5py
     where = str(_existing(path, "h5"))
+    if not h5py.is_hdf5(path):
+        raise DataError(f"{where}: not an HDF5 file")
     with h5py.File(path, "r") as f:
-        missing = [k for k in ("images", "labels") if k not in f]
+        missing = [k for k in ("images", "labels") if not isinstance(f.get(k), h5py.Dataset)]
+        missing += [k for k in ("class_names",) if k in f and not isinstance(f.get(k), h5py.Dataset)]
         if missing:
-            raise DataError(f"{where}: missing datasets {missing}; found {sorted(f)}; required: images, "
-                            "labels (optional: class_names)")
+            raise DataError(f"{where}: missing datasets {missing}; found {sorted(f)}; required: images, labels "
+                            "(optional: class_names), each a dataset, not a group")
         shape, dtype = image_shape(f["images"].shape, where), f["images"].dtype
         if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
             raise DataError(f"{where}: images dtype {dtype} not supported; valid: uint8, or float in [0, 1]")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,50 @@ RESAMPLE = {
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# The formats image folders document: no other PIL plugin (EPS, which runs Ghostscript, among them) ever sees
+# a file's bytes. (PIL's JPEG opener also reads multi-picture JPEGs.)
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+# Larger image files are refused unread: a photo is a few MB; this bounds memory per decode thread.
+MAX_FILE_BYTES = 256 << 20
+
+
+class _Named(io.BytesIO):
+    """File bytes whose repr is the item id, so PIL's messages name the file, not a memory address."""
+
+    def __init__(self, data: bytes, item_id: str) -> None:
+        super().__init__(data)
+        self._item_id = item_id
+
+    def __repr__(self) -> str:
+        return repr(self._item_id)
+
+
+def read_file(path: Path, item_id: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; anything else is a BadImageError.
+
+    FIFOs, devices (a link to /dev/zero), sockets, directories, link loops, dangling links and oversized files
+    are refused before a byte is read, so no read can block or grow without bound.
+    """
+    try:
+        # O_NONBLOCK: should the path become a FIFO after the check, opening it still cannot block.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise BadImageError(item_id, f"cannot open file: {e.strerror or e}") from e
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadImageError(item_id, "not a regular file (a FIFO, device, socket or directory)")
+        if info.st_size > limit:
+            raise BadImageError(item_id, f"file of {info.st_size} bytes exceeds the {limit}-byte limit")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise BadImageError(item_id, f"cannot read file: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise BadImageError(item_id, f"file grew past the {limit}-byte limit while read")
+    return data
 
 
 @dataclass(frozen=True)
@@ -105,14 +151,11 @@ def decode_file(path: Path, item_id: str, geometry: Geometry) -> np.ndarray:
     Raises:
         BadImageError: unreadable, empty, truncated or corrupt file.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise BadImageError(item_id, f"cannot read file: {e}") from e
+    data = read_file(path, item_id)
     if not data:
         raise BadImageError(item_id, "empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(_Named(data, item_id), formats=FORMATS) as image:
             image.load()
             rgb = to_rgb(image)
     except _DECODE_ERRORS as e:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import Geometry, decode_file
-from .errors import DataError, MissingDataError
+from .decode import Geometry, decode_file, read_file
+from .errors import BadImageError, DataError, MissingDataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _HASH_THREADS = 4
@@ -41,6 +41,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
                         f" with extensions {', '.join(EXTENSIONS)}")
     paths: list[str] = []
     labels: list[int] = []
+    empty = []
     for label, name in enumerate(classes):
         found = []
         # linked class folders are read; links below them are not followed, so a link cycle cannot loop
@@ -50,16 +51,23 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
                       if not _hidden(f) and f.lower().endswith(EXTENSIONS)]
         paths += sorted(found)
         labels += [label] * len(found)
+        empty += [] if found else [name]
     if not paths:
         raise DataError(f"{root}: no images with extensions {', '.join(EXTENSIONS)} in the class folders "
                         f"{classes}")
+    if empty:  # a class nothing can be learnt of would still be counted in accuracy and outputs
+        raise DataError(f"{root}: class folders {empty} hold no images with extensions {', '.join(EXTENSIONS)}; "
+                        "add images or remove the folders")
     return classes, paths, np.array(labels, dtype=np.int64)
 
 
 def _file_digest(path: Path) -> bytes:
-    """sha256 of a file's bytes."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
+    """sha256 of a file's bytes; an unreadable file hashes its reason (it fails or is skipped when decoded)."""
+    try:
+        data = read_file(path, str(path))
+    except BadImageError as e:
+        data = b"bad image: " + e.reason.encode("utf-8", "replace")
+    return hashlib.sha256(data).digest()
 
 
 class FolderBackend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import threading
 import zlib
 from pathlib import Path
@@ -18,6 +19,7 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 DIGIT_CLASSES = [str(i) for i in range(10)]
 PREFIXES = {"train": "train", "test": "t10k"}  # partition -> file name prefix
 _NDIM = {"images": 3, "labels": 1}
+MAX_IDX_BYTES = 16 << 30  # far above any idx data set (EMNIST: 0.7 GB), far below what a header can claim
 _DTYPES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
 
 
@@ -78,14 +80,18 @@ def read_idx(path: Path, kind: str) -> np.ndarray:
     Raises:
         DataError: wrong magic, dtype code other than 0x08, or a size that disagrees with the header.
     """
-    data = _read_bytes(path)
-    dims = _dims(data, path, kind)
-    header, size = 4 + 4 * len(dims), int(np.prod(dims))
+    header = 4 + 4 * _NDIM[kind]
+    dims = _dims(_read_bytes(path, header), path, kind)
+    size = math.prod(dims)  # Python ints: a hostile header cannot overflow it
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{path}: dims {dims} claim {size} bytes, over the {MAX_IDX_BYTES}-byte limit")
+    # Never more than the header promises (+1 to notice trailing bytes): a gzip bomb cannot inflate past it.
+    data = _read_bytes(path, header + size + 1)
     found = len(data) - header
     if found < size:
         raise DataError(f"{path}: truncated idx file: dims {dims} need {size} data bytes, found {found}")
     if found > size:
-        raise DataError(f"{path}: {found - size} trailing bytes after the {size} data bytes of dims {dims}")
+        raise DataError(f"{path}: trailing bytes after the {size} data bytes of dims {dims}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 

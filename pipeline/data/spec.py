@@ -86,9 +86,9 @@ def _class_selection(classes: Sequence[int] | None, names: Sequence[str]) -> tup
     classes = list(classes)
     valid = range(len(names))
     bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c not in valid]
-    if bad or not classes or len(set(classes)) != len(classes):
-        raise DataError(f"invalid classes {classes!r}: give distinct class indices in 0..{len(names) - 1} "
-                        f"({', '.join(f'{i}={n}' for i, n in enumerate(names))})")
+    if bad or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise DataError(f"invalid classes {classes!r}: give at least two distinct class indices in 0..{len(names) - 1} "
+                        f"({', '.join(f'{i}={n}' for i, n in enumerate(names))}); one class leaves nothing to classify")
     label_map = np.full(len(names), -1, dtype=np.int64)
     label_map[classes] = np.arange(len(classes))
     return label_map, [names[c] for c in classes]

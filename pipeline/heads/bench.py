@@ -29,7 +29,7 @@ from pipeline.heads.logme import logme
 from pipeline.heads.ridge import fit_ridge
 from pipeline.heads.run import SPATIAL, VAL_FRACTION, reduce_spatial
 from pipeline.heads.validation import stratified_holdout
-from pipeline.store import Entry, FeatureStore, open_entry
+from pipeline.store import Entry, FeatureStore, check_pairing, open_entry
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2)
 WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2)
@@ -75,14 +75,10 @@ def _values(name: str, values: Sequence[Any], kind: type, low: float, strict: bo
     return list(dict.fromkeys(kind(v) for v in values))
 
 
-def _open(store: FeatureStore, ref: str | os.PathLike, taps: Sequence[str], names: list[str], split: str) -> Entry:
-    """The val/test entry `ref` names, checked to hold every tap and the training entry's classes."""
+def _open(store: FeatureStore, ref: str | os.PathLike, taps: Sequence[str], train: Entry, split: str) -> Entry:
+    """The val/test entry `ref` names, checked to hold the training entry's features (store.check_pairing)."""
     entry = open_entry(store.resolve(ref))
-    for tap in taps:
-        entry.tap(tap)
-    if entry.class_names != names:
-        raise ValueError(f"{split} entry {entry.path.name} has classes {entry.class_names}, but the train entry "
-                         f"has {names}")
+    check_pairing(train, entry, split, taps)
     return entry
 
 
@@ -194,7 +190,7 @@ def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = 
     for tap in taps:
         train_entry.tap(tap)
     names = train_entry.class_names
-    others = {split: _open(store, ref, taps, names, split) for split, ref in (("val", val), ("test", test))
+    others = {split: _open(store, ref, taps, train_entry, split) for split, ref in (("val", val), ("test", test))
               if ref is not None}
     keep, held = stratified_holdout(train_entry.labels, VAL_FRACTION, seed) if val is None else (None, None)
     n_train = train_entry.n if keep is None else len(keep)

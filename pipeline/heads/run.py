@@ -15,7 +15,7 @@ from pipeline.heads import plots
 from pipeline.heads.estimators import HEADS
 from pipeline.heads.metrics import evaluate
 from pipeline.heads.validation import stratified_holdout
-from pipeline.store import Entry, FeatureStore, open_entry
+from pipeline.store import Entry, FeatureStore, check_pairing, open_entry
 
 SPATIAL = ("avg", "max", "flatten")
 VAL_FRACTION = 0.1
@@ -93,9 +93,7 @@ def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val:
         if ref is None:
             continue
         entry = _open(store, ref)
-        if entry.class_names != names:
-            raise ValueError(f"{split} entry {entry.path.name} has classes {entry.class_names}, but the train "
-                             f"entry has {names}")
+        check_pairing(train_entry, entry, split, [layer])
         splits[split] = _load(entry, layer, spatial)
         provenance[split] = entry.digest
     splits = {"train": (X, y), **splits}

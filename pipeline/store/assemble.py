@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from .codec import write_attrs
+from .digests import CONTENT_DIGEST, CONTENTS, ContentHasher, content_digest
 from .shards import FEATURE_PREFIX, read_shard, shard_path, shard_skipped
 from .spec import COMPRESSIONS, STORAGE_DTYPES, TapSpec, chunk_rows
 
@@ -46,6 +47,10 @@ def assemble(target: Path, partial: Path, n_shards: int, n: int, taps: Mapping[s
         labels = f.create_dataset("labels", shape=(n,), dtype=np.int64)
         ids = f.create_dataset("ids", shape=(n,), dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("class_names", data=list(class_names), dtype=h5py.string_dtype("utf-8"))
+        shapes = {**{f"features/{t}": ds.shape for t, ds in datasets.items()}, "labels": (n,), "ids": (n,),
+                  "class_names": (len(class_names),)}
+        hasher = ContentHasher(shapes)
+        hasher.update("class_names", np.array(list(class_names), dtype=object))
         start, skipped = 0, {}
         for seq in range(n_shards):
             data = read_shard(shard_path(partial, seq), taps)
@@ -59,13 +64,17 @@ def assemble(target: Path, partial: Path, n_shards: int, n: int, taps: Mapping[s
                 raise RuntimeError(f"shards in {partial} hold more than the {n} rows counted at resume")
             for tap, ds in datasets.items():
                 ds[start:stop] = data[FEATURE_PREFIX + tap]
+                hasher.update(f"features/{tap}", data[FEATURE_PREFIX + tap])
             labels[start:stop] = data["labels"]
             ids[start:stop] = data["ids"].astype(object)
+            hasher.update("labels", data["labels"])
+            hasher.update("ids", data["ids"])
             start = stop
         if start != n:
             raise RuntimeError(f"shards in {partial} hold {start} rows, expected {n}")
         created = datetime.now(UTC).isoformat(timespec="seconds")
+        contents = hasher.contents(shapes)
         write_attrs(f.attrs, {**file_attrs, "created": created, "skipped": [list(s) for s in skipped], "n": n,
-                              "complete": True})
+                              CONTENTS: contents, CONTENT_DIGEST: content_digest(contents), "complete": True})
     with open(target, "rb+") as fh:
         os.fsync(fh.fileno())

@@ -1,8 +1,8 @@
-"""Reading a finished entry: validation on open, metadata, full loads and a finiteness re-check."""
+"""Reading a finished entry: validation on open (structure, digests), metadata, checked loads, verification,
+and the pairing rule for entries evaluated together."""
 
 import json
-from collections.abc import Mapping
-from functools import cached_property
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -10,11 +10,12 @@ import h5py
 import numpy as np
 
 from .codec import canonical_json, read_attrs
+from .digests import CONTENT_DIGEST, CONTENTS, ContentHasher, content_digest
 from .errors import CorruptEntryError, NonFiniteFeaturesError, remove_hint
 from .keys import digest_of
 from .spec import RESERVED_TAP_ATTRS
 
-REQUIRED_ATTRS = ("key", "key_digest", "n", "skipped", "created")
+REQUIRED_ATTRS = ("key", "key_digest", "n", "skipped", "created", CONTENTS, CONTENT_DIGEST)
 REQUIRED_DATASETS = ("features", "labels", "ids", "class_names")
 
 
@@ -42,18 +43,22 @@ def read_rows(path: Path, ds: h5py.Dataset, start: int, stop: int) -> np.ndarray
 
 
 class Entry:
-    """A finished cache entry. Metadata is read on open; labels, ids and features on demand.
+    """A finished cache entry. Metadata, labels, ids and class names are read and checked against their
+    digests on open; features on demand, checked against theirs.
 
     Attributes:
         path: the .h5 file. key: the key components (with format_version). n: number of rows.
         taps: tap name -> TapInfo, in declared order. class_names: (C,) label names.
+        labels: (N,) int64 in [0, C). ids: (N,) item ids.
         skipped: (id, reason) of items left out. attrs: every file attribute, decoded.
     """
 
     def __init__(self, path: Path, key: dict[str, Any], n: int, taps: dict[str, TapInfo],
-                 class_names: list[str], skipped: list[tuple[str, str]], attrs: dict[str, Any]) -> None:
+                 class_names: list[str], skipped: list[tuple[str, str]], attrs: dict[str, Any],
+                 labels: np.ndarray, ids: list[str]) -> None:
         self.path, self.key, self.n, self.taps = path, key, n, taps
         self.class_names, self.skipped, self.attrs = class_names, skipped, attrs
+        self.labels, self.ids = labels, ids  # (N,) int64 and (N,) str, checked against their digests on open
 
     def __repr__(self) -> str:
         return f"Entry({self.path.name}, n={self.n}, taps={list(self.taps)})"
@@ -80,40 +85,47 @@ class Entry:
             raise ValueError(f"tap {name!r} is not in {self.path.name}; its taps: {list(self.taps)}")
         return self.taps[name]
 
-    @cached_property
-    def labels(self) -> np.ndarray:
-        """(N,) int64 labels."""
-        with self.open() as f:
-            return read_rows(self.path, f["labels"], 0, self.n)
-
-    @cached_property
-    def ids(self) -> list[str]:
-        """(N,) item ids."""
-        with self.open() as f:
-            return read_rows(self.path, f["ids"].asstr(), 0, self.n).tolist()
-
     def features(self, tap: str) -> np.ndarray:
-        """All features of one tap, (N, *shape), in the stored dtype (float32 for bfloat16 taps)."""
+        """All features of one tap, (N, *shape), in the stored dtype (float32 for bfloat16 taps); checked
+        against the tap's sha256, so a damaged entry is an error, never served."""
         self.tap(tap)
         with self.open() as f:
-            return read_rows(self.path, f[f"features/{tap}"], 0, self.n)
+            x = read_rows(self.path, f[f"features/{tap}"], 0, self.n)
+        _check_digest(self.path, self.attrs[CONTENTS], f"features/{tap}", x)
+        return x
 
     def verify(self) -> None:
-        """Re-read every feature chunk and the labels; raise on NaN/Inf (naming ids) or on corruption."""
-        bad_labels = np.flatnonzero((self.labels < 0) | (self.labels >= len(self.class_names)))
-        if bad_labels.size:
-            raise corrupt(self.path, f"{bad_labels.size} label(s) outside [0, {len(self.class_names)}), "
-                                     f"ids {[self.ids[i] for i in bad_labels[:10]]}")
+        """Re-read every feature chunk; raise on NaN/Inf (naming ids), a failed checksum or a digest mismatch.
+
+        (Labels, ids and class names were verified on open.)
+        """
         with self.open() as f:
             for tap in self.taps:
-                ds = f[f"features/{tap}"]
+                name = f"features/{tap}"
+                ds, hasher = f[name], ContentHasher([name])
                 step = ds.chunks[0] if ds.chunks else max(1, self.n)
                 bad: list[int] = []
-                for start in range(0, self.n, step):
+                for start in range(0, self.n, step):  # memory: one chunk at a time
                     x = read_rows(self.path, ds, start, start + step)
                     bad += (start + np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))).tolist()
+                    hasher.update(name, x)
                 if bad:
                     raise NonFiniteFeaturesError(tap, [self.ids[i] for i in bad], context=f" in {self.path}")
+                _check_hasher(self.path, self.attrs[CONTENTS], name, hasher)
+
+
+def _check_hasher(path: Path, contents: Mapping[str, Any], name: str, hasher: ContentHasher) -> None:
+    """A dataset whose bytes differ from the digest recorded at commit is corruption."""
+    if hasher.hexdigest(name) != contents[name]["sha256"]:
+        raise corrupt(path, f"{name} does not match its sha256 recorded when the entry was written "
+                            "(its content changed)")
+
+
+def _check_digest(path: Path, contents: Mapping[str, Any], name: str, rows: np.ndarray) -> None:
+    """_check_hasher for rows read whole."""
+    hasher = ContentHasher([name])
+    hasher.update(name, rows)
+    _check_hasher(path, contents, name, hasher)
 
 
 def _tap_info(path: Path, ds: Any) -> TapInfo:
@@ -142,6 +154,11 @@ def _read_entry(path: Path, f: h5py.File) -> Entry:
     n = attrs["n"]
     if not isinstance(n, int) or n < 0:
         raise corrupt(path, f"attribute n={n!r} is not a row count")
+    contents = attrs[CONTENTS]
+    if not isinstance(contents, dict) or content_digest(contents) != attrs[CONTENT_DIGEST]:
+        raise corrupt(path, f"its '{CONTENTS}' attribute does not match its {CONTENT_DIGEST}")
+    if not isinstance(f["features"], h5py.Group):
+        raise corrupt(path, "/features is not a group")
     taps = {name: _tap_info(path, ds) for name, ds in f["features"].items()}
     if not taps:
         raise corrupt(path, "it has no features/<tap> datasets")
@@ -150,10 +167,28 @@ def _read_entry(path: Path, f: h5py.File) -> Entry:
     wrong = {name: shape for name, shape in rows.items() if shape != (n,)}
     if wrong:
         raise corrupt(path, f"row counts disagree with n={n}: {wrong}")
+    # Every dataset written at commit is still there with its shape, and nothing was added.
+    stored = {"labels", "ids", "class_names", *(f"features/{t}" for t in taps)}
+    missing, extra = sorted(set(contents) - stored), sorted(stored - set(contents))
+    if missing or extra:
+        raise corrupt(path, f"missing datasets {missing} and unexpected {extra} (written: {sorted(contents)})")
+    shapes = {name: list(f[name].shape) for name in contents}
+    wrong = {name: shape for name, shape in shapes.items() if shape != contents[name]["shape"]}
+    if wrong:
+        raise corrupt(path, f"dataset shapes {wrong} differ from those written "
+                            f"{ {name: contents[name]['shape'] for name in wrong} }")
     if f["labels"].dtype != np.int64 or h5py.check_string_dtype(f["ids"].dtype) is None:
         raise corrupt(path, f"labels must be int64 and ids strings, got {f['labels'].dtype} and {f['ids'].dtype}")
     class_names = f["class_names"].asstr()[...].tolist()
-    return Entry(path, key, n, taps, class_names, [tuple(s) for s in attrs["skipped"]], attrs)
+    labels = read_rows(path, f["labels"], 0, n)
+    ids = read_rows(path, f["ids"].asstr(), 0, n).tolist()
+    bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
+    if bad.size:
+        raise corrupt(path, f"{bad.size} label(s) outside [0, {len(class_names)}), ids {[ids[i] for i in bad[:10]]}")
+    for name, rows_read in (("labels", labels), ("ids", np.array(ids, dtype=object)),
+                            ("class_names", np.array(class_names, dtype=object))):
+        _check_digest(path, contents, name, rows_read)
+    return Entry(path, key, n, taps, class_names, [tuple(s) for s in attrs["skipped"]], attrs, labels, ids)
 
 
 def open_entry(path: str | Path) -> Entry:
@@ -183,3 +218,34 @@ def check_key(entry: Entry, key: Mapping[str, Any]) -> Entry:
         differing = sorted(k for k in set(entry.key) | set(key) if entry.key.get(k) != key.get(k))
         raise corrupt(entry.path, f"its stored key differs from the requested key in {differing}")
     return entry
+
+
+# Key components that decide what a stored feature means. The taps themselves are compared by what is
+# trained on (name, per-item shape, stride, dtype): a tap's values do not depend on which others were stored.
+PAIRED_COMPONENTS = ("backbone", "weights_digest", "pool", "preprocessing", "dtype")
+
+
+def check_pairing(train: Entry, other: Entry, role: str, taps: Sequence[str]) -> None:
+    """Refuse a val/test entry that is not another split of the training entry's features.
+
+    Args:
+        train: the training entry. other: the entry evaluated against it. role: 'val' or 'test' (for messages).
+        taps: the taps a head is trained on.
+    Raises:
+        ValueError: `other` is the training entry itself, or differs in a PAIRED_COMPONENTS key component, a
+            tap's layout or the class names; the message names each difference.
+    """
+    if other.digest == train.digest:
+        raise ValueError(f"the {role} entry {other.path.name} is the training entry itself; pass an entry of "
+                         "another split (extract --split test)")
+    diffs = [f"{k}: {other.key.get(k)!r:.100} vs {train.key.get(k)!r:.100}" for k in PAIRED_COMPONENTS
+             if other.key.get(k) != train.key.get(k)]
+    for tap in taps:
+        mine, theirs = train.tap(tap), other.taps.get(tap)
+        if theirs is None or theirs[:3] != mine[:3]:
+            diffs.append(f"tap {tap!r}: {theirs and theirs[:3]} vs {mine[:3]}")
+    if other.class_names != train.class_names:
+        diffs.append(f"class names: {other.class_names!r:.200} vs {train.class_names!r:.200}")
+    if diffs:
+        raise ValueError(f"the {role} entry {other.path.name} does not hold the same features as the training entry "
+                         f"{train.path.name} ({role} vs train): {'; '.join(diffs)}")

@@ -8,7 +8,7 @@ from typing import Any
 from .codec import canonical_json, check_jsonable
 
 # Bumped whenever the on-disk layout changes, so old files can never be served as new ones.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every dataset covered by a sha256 (`contents`, `content_digest`)
 # Hex characters of the digest used in file names (64 bits: collisions are caught by the stored-key check).
 NAME_CHARS = 16
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .codec import canonical_json
+from .errors import NO_SPACE, StoreSpaceError
 from .spec import STORAGE_DTYPES, TapSpec
 
 MANIFEST = "manifest.json"
@@ -24,14 +25,23 @@ def shard_path(partial: Path, seq: int) -> Path:
     return partial / f"{seq:08d}.npz"
 
 
-def _durable_write(path: Path, write: Any) -> None:
-    """Write via a temp name, fsync, then rename: a reader sees the whole file or none of it."""
+def _durable_write(path: Path, write: Any, size: int = 0) -> None:
+    """Write via a temp name, fsync, then rename: a reader sees the whole file or none of it.
+
+    A full disk removes the temp file and raises StoreSpaceError naming `size` (the bytes to write).
+    """
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in NO_SPACE:
+            raise StoreSpaceError(path.parent, size, what=f"{path.name}") from e
+        raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -63,7 +73,7 @@ def write_shard(partial: Path, seq: int, features: Mapping[str, np.ndarray], lab
     arrays["labels"] = np.asarray(labels, dtype=np.int64)
     arrays["ids"] = np.array(list(ids), dtype=np.str_).reshape(len(ids))
     arrays["skipped"] = np.array([list(s) for s in skipped], dtype=np.str_).reshape(len(skipped), 2)
-    _durable_write(shard_path(partial, seq), lambda f: np.savez(f, **arrays))
+    _durable_write(shard_path(partial, seq), lambda f: np.savez(f, **arrays), sum(a.nbytes for a in arrays.values()))
 
 
 def read_shard(path: Path, taps: Mapping[str, TapSpec]) -> dict[str, np.ndarray] | None:

@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import filelock
 from ..paths import cache_dir
 from .codec import canonical_json
 from .entry import Entry, check_key, open_entry
-from .errors import CorruptEntryError, EntryLockedError
+from .errors import CorruptEntryError, DamagedEntryWarning, EntryLockedError, NonFiniteFeaturesError
 from .keys import NAME_CHARS, digest_of, key_components
 from .shards import count_rows, read_manifest
 from .spec import TapSpec
@@ -140,12 +141,31 @@ class FeatureStore:
         return EntryWriter(self.root, key, taps, class_names=class_names, attrs=attrs, compression=compression,
                            timeout=timeout)
 
-    def find(self, key: Mapping[str, Any]) -> Entry | None:
-        """The complete entry of `key`, or None. Partial extractions are never served; a corrupt file or
-        one whose stored key differs raises CorruptEntryError."""
+    def find(self, key: Mapping[str, Any], *, replace_damaged: bool = False) -> Entry | None:
+        """The complete, verified entry of `key`, or None.
+
+        Partial extractions are never served. Every dataset is re-read and checked against its digest
+        (Entry.verify), so a hit is exactly what was written. A damaged file, or one whose stored key differs,
+        raises CorruptEntryError naming `cache rm`; with replace_damaged (the extractor's choice) it is
+        removed with a warning and None is returned, so the caller computes the entry again.
+        """
         components = key_components(key)
         path = self.path_for(components)
-        return check_key(open_entry(path), components) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            entry = check_key(open_entry(path), components)
+            entry.verify()
+        except (CorruptEntryError, NonFiniteFeaturesError) as err:
+            if not replace_damaged:
+                raise
+            warnings.warn(f"{err} -- removing it and computing the entry again", DamagedEntryWarning, stacklevel=2)
+            try:
+                self._remove_digest(self.root, path.name[:NAME_CHARS])
+            except EntryLockedError:
+                pass  # another extraction holds the key: it is replacing the file; our writer waits for it
+            return None
+        return entry
 
     def _groups(self) -> dict[str, dict[str, Path]]:
         """Digest -> {'h5'|'h5.tmp'|'partial'|'lock': path} for everything under the root."""
@@ -183,7 +203,7 @@ class FeatureStore:
                 if set(parts) != {"lock"}]
 
     def resolve(self, ref: str | os.PathLike) -> Path:
-        """The entry path a user reference names.
+        """The entry path a user reference names (for reading: a path may point into another store).
 
         Args:
             ref: a unique digest prefix, a file name in the store (`<digest>.h5`, `.partial`), or a path.
@@ -193,7 +213,7 @@ class FeatureStore:
         text = os.fspath(ref)
         path = Path(text)
         for candidate in (path, self.root / text):
-            if ARTIFACT_RE.match(candidate.name) and candidate.exists():
+            if ARTIFACT_RE.match(candidate.name) and (candidate.exists() or candidate.is_symlink()):
                 return candidate
         groups = self._groups()
         available = sorted(d for d, parts in groups.items() if set(parts) != {"lock"})
@@ -206,6 +226,23 @@ class FeatureStore:
             raise ValueError(f"no cache entry matches {text!r} in {self.root}; available: {listing}")
         parts = groups[matches[0]]
         return parts.get("h5") or parts.get("partial") or parts["h5.tmp"]
+
+    def artifact(self, ref: str | os.PathLike) -> Path:
+        """resolve(ref), only if it names something this store wrote: directly inside the root once every
+        link and `..` is resolved, with a store-written name, and of that kind (not a link); else ValueError.
+
+        This is the rule `cache rm` and `cache info` act under, so they can never touch a file elsewhere.
+        """
+        path = self.resolve(ref)
+        match = ARTIFACT_RE.match(path.name)
+        kind_ok = match is not None and not path.is_symlink() and (
+            path.is_dir() if match.group(2) == "partial" else path.is_file())
+        if path.parent.resolve() != self.root.resolve() or not kind_ok:
+            raise ValueError(
+                f"{os.fspath(ref)!r} ({path.resolve()}) is not an artifact of the store {self.root.resolve()}: "
+                "cache commands act only on what the store writes directly inside its root (<16 hex digits>.h5 "
+                "and .h5.tmp files, .partial directories), never on links or paths elsewhere")
+        return path
 
     def _remove_digest(self, directory: Path, name: str, keep_final: bool = False) -> list[Path]:
         """Delete one digest's artifacts while holding its lock, so no writer is cut off mid-way."""
@@ -220,8 +257,11 @@ class FeatureStore:
         try:
             for kind in ("tmp", "partial") if keep_final else ("final", "tmp", "partial"):
                 path = paths[kind]
-                if path.exists():
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                if path.is_symlink() or path.is_file():
+                    path.unlink()  # a link is removed itself: what it points to is not the store's
+                    removed.append(path)
+                elif path.is_dir():
+                    shutil.rmtree(path)
                     removed.append(path)
             # Waiters on the unlinked lock file notice it is gone and retry on a fresh one.
             paths["lock"].unlink(missing_ok=True)
@@ -230,13 +270,14 @@ class FeatureStore:
         return removed
 
     def remove(self, ref: str | os.PathLike) -> list[Path]:
-        """Delete the entry `ref` names (see resolve) with its partial directory, temp file and lock.
+        """Delete the entry `ref` names (see artifact: only inside the store) with its partial directory,
+        temp file and lock.
 
         Returns:
             The removed paths (the lock file not included).
         """
-        path = self.resolve(ref)
-        return self._remove_digest(path.parent, path.name[:NAME_CHARS])
+        path = self.artifact(ref)
+        return self._remove_digest(self.root, path.name[:NAME_CHARS])
 
     def gc(self, *, incomplete: bool = True, older_than_s: float | None = None) -> list[Path]:
         """Delete what cannot or should not be served; entries a live writer holds are left alone.

@@ -14,14 +14,16 @@ import numpy as np
 
 from .assemble import assemble
 from .codec import JSON_ATTRS, canonical_json, check_jsonable
+from .digests import CONTENT_DIGEST, CONTENTS
 from .entry import Entry, check_key, open_entry
-from .errors import EntryLockedError, NonFiniteFeaturesError
+from .errors import NO_SPACE, EntryLockedError, NonFiniteFeaturesError, StoreSpaceError
 from .keys import NAME_CHARS, digest_of, key_components
 from .shards import fsync_dir, read_manifest, reset_partial, scan_shards, write_shard
 from .spec import STORAGE_DTYPES, TapSpec, check_compression, normalize_taps, tap_spec_json
 
 # File attributes the store writes itself; key components and caller attrs may not use these names.
-RESERVED_FILE_ATTRS = frozenset({"key", "key_digest", "created", "skipped", "n", "complete", JSON_ATTRS,
+RESERVED_FILE_ATTRS = frozenset({"key", "key_digest", "created", "skipped", "n", "complete", JSON_ATTRS, CONTENTS,
+                                 CONTENT_DIGEST,
                                  "python_version", "numpy_version", "h5py_version", "hdf5_version"})
 
 
@@ -49,8 +51,9 @@ def _check_class_names(class_names: Sequence[str]) -> list[str]:
     """Class names: a non-empty sequence of distinct strings."""
     if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
         raise TypeError(f"class_names must be a sequence of str, got {class_names!r:.80}")
-    names = list(class_names)
-    dupes = sorted({c for c in names if names.count(c) > 1})
+    names = _check_ids(class_names, "class_names")
+    seen: set[str] = set()
+    dupes = sorted({c for c in names if c in seen or seen.add(c)})  # linear: names may number millions
     if not names or dupes:
         raise ValueError(f"class_names must be non-empty and distinct; got {len(names)} names, duplicates {dupes}")
     return names
@@ -244,9 +247,22 @@ class EntryWriter:
                     "h5py_version": h5py.__version__, "hdf5_version": h5py.version.hdf5_version}
         file_attrs = {**self.key, "key": canonical_json(self.key), "key_digest": self.digest, **versions,
                       **self.attrs}
-        assemble(self.paths["tmp"], self.paths["partial"], self._seq, self.n_done, self.taps, self.class_names,
-                 file_attrs, self.compression)
-        os.replace(self.paths["tmp"], self.path)
+        # HDF5 can crash the process on a full disk, so the room is checked first: the file is about the
+        # size of the shards (uncompressed); any failure still removes the temp file.
+        needed = sum(p.stat().st_size for p in self.paths["partial"].glob("*.npz")) + (1 << 20)
+        free = shutil.disk_usage(self.root).free
+        if free < needed:
+            raise StoreSpaceError(self.root, needed, free, what=self.paths["tmp"].name)
+        try:
+            assemble(self.paths["tmp"], self.paths["partial"], self._seq, self.n_done, self.taps, self.class_names,
+                     file_attrs, self.compression)
+            os.replace(self.paths["tmp"], self.path)
+        except BaseException as e:
+            self.paths["tmp"].unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in NO_SPACE:
+                raise StoreSpaceError(self.root, needed, shutil.disk_usage(self.root).free,
+                                      what=self.paths["tmp"].name) from e
+            raise
         fsync_dir(self.root)
         self.entry = open_entry(self.path)
         self.skipped = self.entry.skipped

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
-import safetensors.numpy
+import safetensors
 
 from pipeline.weights.keys import select_prefix
 from pipeline.weights.torch_pickle import load_torch_state_dict
@@ -19,6 +20,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 # A safetensors header longer than this is not a plausible header, whatever the bytes say.
 _MAX_HEADER = 100 * 2**20
+T = TypeVar("T")
 
 
 def detect_format(path: str | Path) -> str:
@@ -54,6 +56,16 @@ def detect_format(path: str | Path) -> str:
                      f"{', '.join(SUPPORTED_FORMATS)}")
 
 
+def read_safetensors(path: str | Path, read: Callable[[Any], T]) -> T:
+    """read(opened file) over a safetensors file; a malformed one (bad dtype, offsets out of range or
+    overlapping, byte counts that disagree with shapes, truncation) is a ValueError naming the file."""
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            return read(f)
+    except (safetensors.SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a valid safetensors file ({e})") from e
+
+
 def load_safetensors(path: str | Path, *, unwrap: str | None = None) -> dict[str, np.ndarray]:
     """Reads a safetensors file into numpy arrays.
 
@@ -64,7 +76,7 @@ def load_safetensors(path: str | Path, *, unwrap: str | None = None) -> dict[str
     Returns:
         key -> array (bfloat16 as ``ml_dtypes.bfloat16``).
     """
-    flat = dict(safetensors.numpy.load_file(str(path)))
+    flat = read_safetensors(path, lambda f: {k: f.get_tensor(k) for k in f.keys()})
     return select_prefix(flat, unwrap, source=str(path)) if unwrap is not None else flat
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import ml_dtypes
 import numpy as np
 
 # How many keys a message lists before "... and N more".
@@ -69,6 +70,41 @@ def check_shapes(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, np.n
         lines = "\n".join(f"  {k!r}: expected {tuple(expected[k])}, found {tuple(np.shape(got[k]))}"
                           for k in bad)
         raise ShapeMismatchError(f"{source}: {len(bad)} array(s) have the wrong shape:\n{lines}")
+
+
+def _floating(dtype: np.dtype) -> bool:
+    """numpy's and ml_dtypes' float types (bfloat16 included, which numpy alone does not count)."""
+    try:
+        ml_dtypes.finfo(dtype)
+    except ValueError:
+        return False
+    return True
+
+
+def check_values(expected: Mapping[str, np.dtype], got: Mapping[str, np.ndarray], *, source: str) -> None:
+    """Raises unless every array in both maps has the kind of dtype the model expects and floats are finite.
+
+    A float32 file whose header was changed to int32 has the same byte count, so only the dtype tells;
+    NaN/Inf weights would turn every feature into NaN.
+
+    Args:
+        expected: key -> dtype of the model's variable.
+        got: key -> array from the checkpoint.
+        source: where ``got`` came from, for the message.
+
+    Raises:
+        ValueError: listing the keys of the wrong dtype kind (float vs integer) and those holding NaN/Inf.
+    """
+    common = sorted(expected.keys() & got.keys())
+    kind = [k for k in common if _floating(np.dtype(expected[k])) != _floating(np.asarray(got[k]).dtype)]
+    nonfinite = [k for k in common if k not in kind and _floating(np.asarray(got[k]).dtype)
+                 and not np.isfinite(got[k]).all()]
+    wrong = ", ".join(f"{k!r} is {np.asarray(got[k]).dtype}, expected {np.dtype(expected[k])}"
+                      for k in kind[:MAX_LISTED])
+    parts = [f"{len(kind)} array(s) of the wrong dtype kind: {wrong}"] if kind else []
+    parts += [f"{len(nonfinite)} array(s) holding NaN or Inf: {_listing(nonfinite)}"] if nonfinite else []
+    if parts:
+        raise ValueError(f"{source}: " + "; ".join(parts))
 
 
 def select_prefix(flat: Mapping[str, np.ndarray], prefix: str, *, source: str) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pipeline.weights.keys import check_keys, check_shapes
+from pipeline.weights.keys import check_keys, check_shapes, check_values
 
 # Filter for the variables that are weights: all but the RNG streams.
 _WEIGHTS = nnx.Not(nnx.RngState)
@@ -71,10 +71,12 @@ def assign_flat(model: nnx.Module, flat: Mapping[str, np.ndarray], *, source: st
     Raises:
         KeyMismatchError: keys missing from or unexpected in ``flat``.
         ShapeMismatchError: arrays whose shape differs from the model's variables.
+        ValueError: an integer array for a float variable (or the reverse), or NaN/Inf values.
     """
     current = list(nnx.to_flat_state(nnx.state(model, _WEIGHTS)))
     check_keys([_key(path) for path, _ in current], flat.keys(), source=source)
     check_shapes({_key(path): np.shape(var.get_value()) for path, var in current}, flat, source=source)
+    check_values({_key(path): var.get_value().dtype for path, var in current}, flat, source=source)
     updated = [(path, var.replace(jnp.asarray(flat[_key(path)], dtype=var.get_value().dtype)))
                for path, var in current]
     nnx.update(model, nnx.from_flat_state(updated))

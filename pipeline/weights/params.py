@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import safetensors.numpy
+
+from pipeline.weights.formats import read_safetensors
 
 # Bumped if the byte layout hashed by params_digest ever changes, so old digests cannot collide.
 _DIGEST_VERSION = b"pipeline-params-digest-v1"
@@ -68,10 +69,7 @@ def load_params(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} does not exist")
-    with safetensors.safe_open(str(path), framework="numpy") as f:
-        metadata = dict(f.metadata() or {})
-        params = {k: f.get_tensor(k) for k in f.keys()}
-    return params, metadata
+    return read_safetensors(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})))
 
 
 def params_digest(params: Mapping[str, np.ndarray]) -> str:

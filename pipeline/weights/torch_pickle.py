@@ -26,6 +26,15 @@ from pipeline.weights.keys import select_prefix
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+# Bounds on what a pickle may make us build, checked before anything is materialised. A state dict is a few
+# levels of dicts holding at most tens of thousands of tensors, so these never bind on a real checkpoint;
+# shared references (a 790-byte pickle can describe 2**30 paths) and deep nesting hit them at once.
+MAX_DEPTH = 64
+MAX_NODES = 1_000_000
+MAX_PICKLE_BYTES = 256 << 20
+# Tensors may be views of storages, but together hold at most this multiple of the storages' bytes (tied
+# weights share one storage); a stride-0 view that repeats a 500-byte storage into gigabytes does not.
+MAX_VIEW_FACTOR = 4
 
 # torch dtype name -> numpy dtype; aliases (torch.float, torch.long, ...) are module attributes too.
 _DTYPES: dict[str, np.dtype] = {
@@ -113,6 +122,14 @@ class _Tensor:
     dtype: np.dtype
 
 
+def _numel(t: _Tensor) -> int:
+    """Elements of a tensor (Python ints: no overflow for hostile sizes)."""
+    n = 1
+    for d in t.size:
+        n *= d
+    return n
+
+
 def _materialize(t: _Tensor) -> np.ndarray:
     """Copies a tensor's strided view out of its storage, checking that it stays inside it."""
     if t.storage.raw is None:
@@ -121,6 +138,9 @@ def _materialize(t: _Tensor) -> np.ndarray:
     if 0 in t.size:
         return np.zeros(t.size, t.dtype)
     last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride))
+    if _numel(t) > buf.size:
+        raise ValueError(f"tensor with size {t.size}, stride {t.stride} repeats the {buf.size} elements of storage "
+                         f"{t.storage.key!r} (a stride-0 view); a state dict holds no such tensor")
     if last >= buf.size:
         raise ValueError(f"tensor with size {t.size}, stride {t.stride}, offset {t.offset} "
                          f"reads past the end of storage {t.storage.key!r} ({buf.size} elements)")
@@ -215,7 +235,8 @@ def _unpickle(data: bytes | io.BytesIO, source: str, storages: dict[str, _Storag
         raise
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from e
-    except (pickle.UnpicklingError, AttributeError, TypeError, IndexError, KeyError, EOFError) as e:
+    except (pickle.UnpicklingError, AttributeError, TypeError, IndexError, KeyError, EOFError, RecursionError,
+            MemoryError, OverflowError) as e:
         raise ValueError(f"{source}: malformed pickle ({type(e).__name__}: {e})") from e
 
 
@@ -228,6 +249,9 @@ def _read_zip(path: Path) -> Any:
             raise ValueError(f"{path}: zip file has no <prefix>/data.pkl, so it is not a torch checkpoint")
         prefix = pkl[: -len("data.pkl")]
         storages: dict[str, _Storage] = {}
+        if archive.getinfo(pkl).file_size > MAX_PICKLE_BYTES:
+            raise ValueError(f"{path}: {pkl} unpacks to {archive.getinfo(pkl).file_size} bytes, over the "
+                             f"{MAX_PICKLE_BYTES}-byte limit for a state dict's pickle")
         obj = _unpickle(archive.read(pkl), str(path), storages)
         byteorder = archive.read(prefix + "byteorder").decode() if prefix + "byteorder" in names else "little"
         if byteorder not in ("little", "big"):
@@ -236,6 +260,12 @@ def _read_zip(path: Path) -> Any:
             record = f"{prefix}data/{storage.key}"
             if record not in names:
                 raise ValueError(f"{path}: storage {storage.key!r} has no record {record!r}")
+            # Checked before reading, so no record can unpack to more than the file holds (torch never compresses).
+            info, nbytes = archive.getinfo(record), storage.numel * storage.dtype.itemsize
+            if info.file_size != nbytes:
+                raise ValueError(f"{path}: storage {storage.key!r} has {info.file_size} bytes, expected {nbytes}")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{path}: record {record!r} is compressed; torch.save stores records uncompressed")
             storage.raw = _as_native(archive.read(record), storage, byteorder, path)
     return obj
 
@@ -273,21 +303,42 @@ def _as_native(data: bytes, storage: _Storage, byteorder: str, path: Path) -> np
     return values.astype(storage.dtype).view(np.uint8)
 
 
-def _flatten(obj: Any, prefix: str, out: dict[str, np.ndarray], path: Path, active: set[int]) -> None:
-    """Collects tensors from nested dicts/lists under '.'-joined keys; other leaves are dropped."""
-    if isinstance(obj, _Tensor):
-        if prefix in out:
-            raise ValueError(f"{path}: key {prefix!r} occurs twice after flattening nested dicts")
-        out[prefix] = _materialize(obj)
-        return
-    if not isinstance(obj, (dict, list, tuple)):
-        return
-    if id(obj) in active:  # pickles can build self-referencing containers
-        raise ValueError(f"{path}: container at {prefix!r} contains itself")
-    active.add(id(obj))
-    for key, value in obj.items() if isinstance(obj, dict) else enumerate(obj):
-        _flatten(value, f"{prefix}.{key}" if prefix else str(key), out, path, active)
-    active.discard(id(obj))
+def _flatten(obj: Any, path: Path) -> dict[str, np.ndarray]:
+    """Collects tensors from nested dicts/lists under '.'-joined keys; other leaves are dropped.
+
+    Walks iteratively within MAX_DEPTH and MAX_NODES, and checks the tensors' total size against the storages
+    before copying any, so no pickle can make this step run long or allocate more than the file justifies.
+    """
+    tensors: dict[str, _Tensor] = {}
+    stack: list[tuple[Any, str, int, frozenset[int]]] = [(obj, "", 0, frozenset())]
+    visited = 0
+    while stack:
+        node, prefix, depth, above = stack.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            raise ValueError(f"{path}: more than {MAX_NODES} objects to walk (shared references?); a state dict "
+                             "has far fewer")
+        if isinstance(node, _Tensor):
+            if prefix in tensors:
+                raise ValueError(f"{path}: key {prefix!r} occurs twice after flattening nested dicts")
+            tensors[prefix] = node
+            continue
+        if not isinstance(node, (dict, list, tuple)):
+            continue
+        if id(node) in above:  # pickles can build self-referencing containers
+            raise ValueError(f"{path}: container at {prefix!r} contains itself")
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"{path}: containers nested deeper than {MAX_DEPTH} levels at {prefix[:200]!r}")
+        items = list(node.items() if isinstance(node, dict) else enumerate(node))
+        for key, value in reversed(items):  # reversed: the stack pops them in order
+            stack.append((value, f"{prefix}.{key}" if prefix else str(key), depth + 1, above | {id(node)}))
+    storages = {id(t.storage): t.storage for t in tensors.values()}
+    stored = sum(s.numel * s.dtype.itemsize for s in storages.values())
+    wanted = sum(_numel(t) * t.dtype.itemsize for t in tensors.values())
+    if wanted > MAX_VIEW_FACTOR * stored:
+        raise ValueError(f"{path}: its {len(tensors)} tensors would take {wanted} bytes from {stored} bytes of "
+                         f"storage (over {MAX_VIEW_FACTOR}x: repeated views); refused before copying")
+    return {key: _materialize(t) for key, t in tensors.items()}
 
 
 def load_torch_state_dict(path: str | Path, *, unwrap: str | None = None) -> dict[str, np.ndarray]:
@@ -313,8 +364,7 @@ def load_torch_state_dict(path: str | Path, *, unwrap: str | None = None) -> dic
     with path.open("rb") as f:
         head = f.read(4)
     obj = _read_zip(path) if head == b"PK\x03\x04" else _read_legacy(path)
-    flat: dict[str, np.ndarray] = {}
-    _flatten(obj, "", flat, path, set())
+    flat = _flatten(obj, path)
     if "" in flat:
         raise ValueError(f"{path}: holds a bare tensor, expected a dict of tensors (a state dict)")
     return select_prefix(flat, unwrap, source=str(path)) if unwrap is not None else flat
