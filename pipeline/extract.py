@@ -15,7 +15,7 @@ from flax import nnx
 from pipeline import backbones
 from pipeline.backbones.base import Tap
 from pipeline.backbones.frozen import frozen_apply, pooled_shape
-from pipeline.cluster.engine import RayEngine, import_ray, resolve_engine
+from pipeline.cluster.engine import RayEngine, check_available, resolve_engine
 from pipeline.cluster.extraction import run_ray
 from pipeline.data import Batch, Geometry, Source, open_source
 from pipeline.store import Entry, FeatureStore, TapSpec
@@ -90,7 +90,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     ray_engine = resolve_engine(engine)
     if ray_engine is not None:
-        import_ray()  # a missing extra fails before the model is built
+        check_available(ray_engine)  # a missing extra or a bad address fails before the model is built
     model = backbones.create(backbone, weights)
     names = backbones.resolve_taps(model.tap_names(), taps)
     apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)  # validates pool, dtype

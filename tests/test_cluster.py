@@ -1,7 +1,7 @@
 """Extraction on Ray: the same entry, bit for bit, as the local engine; out of order, faults and resume.
 
-One local Ray instance (2 CPUs, a small object store) serves every test of this module; each Ray test
-runs under a timeout, so a hang fails instead of blocking the suite.
+One simulated two-node Ray cluster serves every test of this module; each Ray test runs under a
+timeout, so a hang fails instead of blocking the suite.
 """
 
 import json
@@ -19,8 +19,10 @@ import pytest
 from pipeline.cli import main
 from pipeline.cluster import RayEngine
 from pipeline.cluster import extraction as ray_extraction
+from pipeline.cluster.engine import local_system_config
 from pipeline.data import open_source
 from pipeline.extract import extract
+from pipeline.jobs import Job, run_jobs
 from pipeline.store import FeatureStore, TapSpec, open_entry
 from pipeline.store.blocks import MissingRowsError, adopt_blocks, blocks_dir, write_block
 
@@ -60,16 +62,25 @@ def local_entry(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    """One local Ray instance for the module (starting Ray costs seconds)."""
-    ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield ray
+    """One simulated two-node cluster (head + one added node, 1 CPU each) on this machine for the module:
+    starting Ray costs seconds, and every run on it must work without assuming one host."""
+    from ray.cluster_utils import Cluster
+
+    node = dict(num_cpus=1, object_store_memory=128 << 20)
+    cluster = Cluster(initialize_head=True, head_node_args=dict(node, include_dashboard=False,
+                                                                _system_config=local_system_config(2)))
+    cluster.add_node(**node)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.mark.timeout(180)
-def test_cli_ray_entry_is_bit_identical_whatever_order_ranges_finish(ray_instance, local_entry, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_cli_ray_entry_is_bit_identical_on_two_nodes_whatever_order_ranges_finish(ray_instance, local_entry,
+                                                                                  tmp_path, monkeypatch, capsys):
+    # A worker holds 0.75 of a node's single CPU, so the two workers run on the two nodes.
+    assert sorted(n["Resources"]["CPU"] for n in ray.nodes() if n["Alive"]) == [1.0, 1.0]
     # Ranges go to the workers last-first, so they finish far out of position order.
     pending = ray_extraction.pending_ranges
     monkeypatch.setattr(ray_extraction, "pending_ranges", lambda *a, **k: pending(*a, **k)[::-1])
@@ -146,8 +157,8 @@ def test_sigkilled_worker_is_replaced_nothing_lost_or_duplicated(ray_instance, l
 def test_driver_killed_then_rerun_computes_only_the_missing_rows(ray_instance, local_entry, tmp_path):
     cache = tmp_path / "cache"
     args = [sys.executable, "-m", "pipeline", *CLI_TINY, "--batch-size", "8", "--engine", "ray", "--workers", "1",
-            "--cache-dir", str(cache)]
-    # Its own session: the kill takes the driver and the Ray instance it started, as a lost machine would.
+            "--address", ray_instance.address, "--cache-dir", str(cache)]
+    # Its own session, so the kill takes everything the driver started; the cluster outlives it.
     child = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 150
@@ -185,3 +196,21 @@ def test_missing_ray_says_how_to_install(monkeypatch, capsys, tmp_path):
         extract(**TINY, engine="ray", cache_dir=tmp_path)
     assert main([*CLI_TINY, "--engine", "ray", "--cache-dir", str(tmp_path)]) == 2
     assert "pip install -e '.[ray]'" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(150)
+def test_jobs_on_ray_give_the_local_results(ray_instance, tmp_path):
+    def jobs(engine: str) -> list[Job]:
+        return [Job(limit, extract, dict(TINY, limit=limit, batch_size=20, cache_dir=str(tmp_path / engine)),
+                    cost=limit) for limit in (40, 60, 80)]
+
+    local = run_jobs(jobs("local"), workers=1)
+    reported = []
+    on_ray = run_jobs(jobs("ray"), workers=1, engine=RayEngine(workers=2),
+                      on_done=lambda job, result: reported.append(job.key))
+    assert sorted(reported) == sorted(on_ray) == sorted(local) == [40, 60, 80]
+    for limit, result in on_ray.items():
+        assert not result.hit and result.entry.n == limit
+        assert_same_entry(result.entry.path, local[limit].entry.path)
+    with pytest.raises(ValueError, match="unknown engine 'dask'"):
+        run_jobs(jobs("x"), workers=1, engine="dask")

@@ -17,6 +17,13 @@ LOCAL_OBJECT_STORE_MB = 512  # a local instance's object store: Ray's default (3
 CONNECT_TIMEOUT_S = 5.0
 
 
+def local_system_config(cores: int) -> dict[str, int]:
+    """Ray settings of an instance this package starts. Ray keeps at most one idle worker process per CPU,
+    and actors count: with every core holding a model, decoding and writing workers were killed between
+    tasks and started again for each (2-3 s apiece on 2 cores). Idle workers cost only memory."""
+    return {"num_workers_soft_limit": 4 * cores}
+
+
 @dataclass(frozen=True)
 class RayEngine:
     """How a job runs on Ray.
@@ -98,6 +105,20 @@ def import_ray():
     return ray
 
 
+def check_available(engine: RayEngine):
+    """The ray module, after checking that it is installed and that the head `engine.address` names answers
+    (in seconds: Ray itself retries an unreachable head for a minute). Raises ValueError saying what to do."""
+    ray = import_ray()
+    where = None if engine.address is None else _parse_address(engine.address)
+    if where is not None:
+        try:
+            socket.create_connection(where, timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as err:
+            raise ValueError(f"no Ray head node answers at {engine.address!r} ({err}); start one with "
+                             "`ray start --head --port PORT` and pass its HOST:PORT") from None
+    return ray
+
+
 def connect(engine: RayEngine):
     """Joins the cluster `engine.address` names, or starts a local instance; a Ray this process already
     joined (ray.init) is reused.
@@ -107,20 +128,13 @@ def connect(engine: RayEngine):
     Raises:
       ValueError: Ray missing (how to install it), or nothing answers at `address`.
     """
-    ray = import_ray()
-    where = None if engine.address is None else _parse_address(engine.address)
-    if where is not None:  # fail in seconds: Ray itself retries an unreachable head for a minute
-        try:
-            socket.create_connection(where, timeout=CONNECT_TIMEOUT_S).close()
-        except OSError as err:
-            raise ValueError(f"no Ray head node answers at {engine.address!r} ({err}); start one with "
-                             "`ray start --head --port PORT` and pass its HOST:PORT") from None
+    ray = check_available(engine)
     if ray.is_initialized():
         return ray
     if engine.address is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         ray.init(num_cpus=cores, object_store_memory=LOCAL_OBJECT_STORE_MB << 20, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, configure_logging=False, _system_config=local_system_config(cores))
         return ray
     try:
         ray.init(address=engine.address, log_to_driver=False, configure_logging=False)
