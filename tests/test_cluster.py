@@ -76,17 +76,49 @@ def ray_instance():
     cluster.shutdown()
 
 
+def _actor_pids() -> list[int]:
+    """Processes of this module's backbone actors."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if "_FrozenBackbone" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc.info["pid"])
+    return found
+
+
 @pytest.mark.timeout(180)
-def test_cli_ray_entry_is_bit_identical_on_two_nodes_whatever_order_ranges_finish(ray_instance, local_entry,
-                                                                                  tmp_path, monkeypatch, capsys):
+def test_cli_ray_entry_is_bit_identical_on_two_nodes_out_of_order_and_after_a_worker_sigkill(
+        ray_instance, local_entry, tmp_path, monkeypatch, capsys):
+    """One Ray run (they cost seconds each here) checks four things: the CLI, two nodes, ranges
+    finishing out of order, and a worker SIGKILLed mid-run being replaced with nothing lost or doubled."""
     # A worker holds 0.75 of a node's single CPU, so the two workers run on the two nodes.
     assert sorted(n["Resources"]["CPU"] for n in ray.nodes() if n["Alive"]) == [1.0, 1.0]
     # Ranges go to the workers last-first, so they finish far out of position order.
     pending = ray_extraction.pending_ranges
     monkeypatch.setattr(ray_extraction, "pending_ranges", lambda *a, **k: pending(*a, **k)[::-1])
-    code = main([*CLI_TINY, "--engine", "ray", "--workers", "2", "--cache-dir", str(tmp_path), "--json"])
-    summary = json.loads(capsys.readouterr().out)
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_one_worker_mid_run() -> None:
+        while not done.is_set():
+            blocks, pids = list(tmp_path.glob("*.partial/blocks/*.npz")), _actor_pids()
+            if blocks and pids:  # under way: some ranges stored, workers computing
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(len(blocks))
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one_worker_mid_run)
+    killer.start()
+    try:
+        code = main([*CLI_TINY, "--batch-size", "8", "--engine", "ray", "--workers", "2", "--cache-dir", str(tmp_path),
+                     "--json"])
+    finally:
+        done.set()
+        killer.join()
+    out = capsys.readouterr().out  # Ray's own log lines about the lost worker may come first
+    summary, _ = json.JSONDecoder().raw_decode(out[out.index("{\n"):])
     assert code == 0 and summary["computed"] == 300 and summary["n"] == 300
+    assert killed and killed[0] < 300 // 8  # killed before every range was stored
     assert_same_entry(summary["path"], local_entry)
     assert not any(tmp_path.glob("*.partial"))  # shards adopted, partial directory gone
 
@@ -114,43 +146,6 @@ def test_missing_or_wrong_shard_is_refused(local_entry, tmp_path):
         with pytest.raises(ValueError, match="holds 99 rows and 0 skipped items; expected 100"):
             write_block(directory, 0, 100, {t: x[:99] for t, x in features.items()}, source.labels[:99],
                         source.ids[:99].tolist(), [])
-
-
-def _actor_pids() -> list[int]:
-    """Processes of this module's backbone actors."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if "_FrozenBackbone" in " ".join(proc.info["cmdline"] or []):
-            found.append(proc.info["pid"])
-    return found
-
-
-@pytest.mark.timeout(180)
-def test_sigkilled_worker_is_replaced_nothing_lost_or_duplicated(ray_instance, local_entry, tmp_path):
-    cache = tmp_path / "cache"
-    killed: list[int] = []
-    done = threading.Event()
-
-    def kill_one_worker_mid_run() -> None:
-        while not done.is_set():
-            blocks = list(cache.glob("*.partial/blocks/*.npz"))
-            pids = _actor_pids()
-            if blocks and pids:  # the job is under way: some ranges stored, workers computing
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(len(blocks))
-                return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_one_worker_mid_run)
-    killer.start()
-    try:
-        result = extract(**{**TINY, "batch_size": 8}, cache_dir=cache, engine=RayEngine(workers=2))
-    finally:
-        done.set()
-        killer.join()
-    assert killed and killed[0] < 300 // 8  # killed before every range was stored
-    assert result.entry.n == 300 and result.computed == 300
-    assert_same_entry(result.entry.path, local_entry)
 
 
 @pytest.mark.timeout(240)
@@ -202,13 +197,13 @@ def test_missing_ray_says_how_to_install(monkeypatch, capsys, tmp_path):
 def test_jobs_on_ray_give_the_local_results(ray_instance, tmp_path):
     def jobs(engine: str) -> list[Job]:
         return [Job(limit, extract, dict(TINY, limit=limit, batch_size=20, cache_dir=str(tmp_path / engine)),
-                    cost=limit) for limit in (40, 60, 80)]
+                    cost=limit) for limit in (40, 60)]
 
     local = run_jobs(jobs("local"), workers=1)
     reported = []
     on_ray = run_jobs(jobs("ray"), workers=1, engine=RayEngine(workers=2),
                       on_done=lambda job, result: reported.append(job.key))
-    assert sorted(reported) == sorted(on_ray) == sorted(local) == [40, 60, 80]
+    assert sorted(reported) == sorted(on_ray) == sorted(local) == [40, 60]
     for limit, result in on_ray.items():
         assert not result.hit and result.entry.n == limit
         assert_same_entry(result.entry.path, local[limit].entry.path)
