@@ -183,6 +183,12 @@ def test_bad_address_is_a_one_line_error(capsys, tmp_path):
         RayEngine(workers=0)
     with pytest.raises(ValueError, match="cpus_per_worker must be an integer >= 1, got 0.5"):
         RayEngine(cpus_per_worker=0.5)
+    assert RayEngine().worker_count({"CPU": 2.0}) == 2 and RayEngine(workers=1).worker_count({"CPU": 1.0}) == 1
+    with pytest.raises(ValueError, match=r"1 worker\(s\) of 1 core\(s\) and 1 GPU\(s\).*do not fit the cluster's "
+                                         r"16 CPUs and 0 GPUs"):
+        RayEngine(gpus_per_worker=1).worker_count({"CPU": 16.0})
+    with pytest.raises(ValueError, match=r"3 worker\(s\) of 1 core\(s\).*2 CPUs"):
+        RayEngine(workers=3).worker_count({"CPU": 2.0})
 
 
 def test_missing_ray_says_how_to_install(monkeypatch, capsys, tmp_path):

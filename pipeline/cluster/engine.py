@@ -66,12 +66,24 @@ class RayEngine:
         return {"XLA_FLAGS": " ".join(flags), "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
 
     def worker_count(self, cluster: dict[str, float]) -> int:
-        """`workers`, or as many as the cluster's resources hold (at least 1)."""
-        if self.workers is not None:
-            return self.workers
-        if self.gpus_per_worker:
-            return max(1, math.floor(cluster.get("GPU", 0) / self.gpus_per_worker))
-        return max(1, math.floor(cluster.get("CPU", 1) / self.cpus_per_worker))
+        """`workers`, or as many as the cluster's resources hold; an error when they do not fit, since
+        Ray would wait for them forever (a pool of actors that never start is a silent hang).
+
+        Args:
+          cluster: the cluster's total resources, as `ray.cluster_resources()` gives them.
+        """
+        cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+        n = self.workers
+        if n is None:
+            n = math.floor(gpus / self.gpus_per_worker) if self.gpus_per_worker else \
+                math.floor((cpus - DECODE_CPUS) / (self.cpus_per_worker * ACTOR_CPU_SHARE))
+        need = self.actor_resources()
+        if n < 1 or n * need["num_cpus"] + DECODE_CPUS > cpus or n * need["num_gpus"] > gpus:
+            raise ValueError(f"{max(n, 1)} worker(s) of {self.cpus_per_worker} core(s) and {self.gpus_per_worker:g} "
+                             f"GPU(s) (reserving {need['num_cpus']:g} CPUs each, plus {DECODE_CPUS} for decoding) "
+                             f"do not fit the cluster's {cpus:g} CPUs and {gpus:g} GPUs; ask for fewer or smaller "
+                             "workers, or add nodes")
+        return n
 
 
 def resolve_engine(engine: str | RayEngine) -> RayEngine | None:
