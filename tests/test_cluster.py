@@ -28,6 +28,7 @@ from pipeline.store.blocks import MissingRowsError, adopt_blocks, blocks_dir, wr
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
+pytestmark = pytest.mark.ray
 
 TINY = dict(backbone="seednet_tiny", dataset="digits", taps=["conv2", "fc1"], weights="random", limit=300,
             batch_size=32)
