@@ -27,6 +27,7 @@ _EXPORTS = {
     "iter_batches": ("pipeline.store", "iter_batches"),
     "ExtractResult": ("pipeline.extract", "ExtractResult"),
     "extract": ("pipeline.extract", "extract"),
+    "RayEngine": ("pipeline.cluster", "RayEngine"),
     "Job": ("pipeline.jobs", "Job"),
     "run_jobs": ("pipeline.jobs", "run_jobs"),
     "Prediction": ("pipeline.predict", "Prediction"),

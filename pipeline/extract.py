@@ -15,6 +15,8 @@ from flax import nnx
 from pipeline import backbones
 from pipeline.backbones.base import Tap
 from pipeline.backbones.frozen import frozen_apply, pooled_shape
+from pipeline.cluster.engine import RayEngine, check_available, resolve_engine
+from pipeline.cluster.extraction import run_ray
 from pipeline.data import Batch, Geometry, Source, open_source
 from pipeline.store import Entry, FeatureStore, TapSpec
 from pipeline.weights import params_digest
@@ -63,7 +65,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
             per_class: int | None = None, seed: int = 0, pool: str = "avg", dtype: str = "float32",
             batch_size: int = 64, resolution: int | None = None, cache_dir: str | Path | None = None,
             on_error: str = "fail", compression: str | None = None, lock_timeout: float | None = None,
-            progress: Progress | None = None) -> ExtractResult:
+            progress: Progress | None = None, engine: str | RayEngine = "local") -> ExtractResult:
     """Extracts (or finds in the cache) the activations of `taps` for one split of a data set.
 
     Args:
@@ -78,12 +80,17 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
       compression: None | 'lzf' | 'gzip' for the HDF5 datasets.
       lock_timeout: seconds to wait for another process extracting the same entry (None: wait).
       progress: called as progress(items_done, items_total) after every stored batch.
+      engine: 'local' (this process), 'ray' (a local Ray instance) or a RayEngine (a cluster's address,
+        workers and their resources); every engine stores the same entry, bit for bit.
     Returns:
       The complete entry; an interrupted run resumes where it stopped when called again.
     """
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ray_engine = resolve_engine(engine)
+    if ray_engine is not None:
+        check_available(ray_engine)  # a missing extra or a bad address fails before the model is built
     model = backbones.create(backbone, weights)
     names = backbones.resolve_taps(model.tap_names(), taps)
     apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)  # validates pool, dtype
@@ -106,10 +113,19 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
             return ExtractResult(writer.entry, True, 0, time.perf_counter() - start, skipped=writer.entry.skipped)
         p = model.preprocessing
         geometry = Geometry(side, int(round(side * p.resize / p.resolution)) if p.resize else None, p.resample)
-        batches = source.iter_batches(batch_size, start=writer.n_consumed,
-                                      geometry=None if source.native_shape else geometry)
+        geometry = None if source.native_shape else geometry
         compute_start = time.perf_counter()
-        computed = _run(apply, batches, source, writer, batch_size, progress)
+        if ray_engine is None:
+            batches = source.iter_batches(batch_size, start=writer.n_consumed, geometry=geometry)
+            computed = _run(apply, batches, source, writer, batch_size, progress)
+        else:
+            source_args = dict(spec=dataset, split=split, classes=classes, limit=limit, per_class=per_class,
+                               seed=seed, on_error=on_error)
+            model_args = dict(backbone=backbone, weights=str(weights), names=tuple(names), pool=pool, dtype=dtype,
+                              resolution=resolution, weights_digest=key["weights_digest"])
+            computed = run_ray(ray_engine, writer, source_args=source_args, ids=source.ids,
+                               image_shape=source.native_shape or (side, side, 3), geometry=geometry,
+                               model_args=model_args, batch_size=batch_size, progress=progress)
         entry = writer.commit()
     end = time.perf_counter()
     return ExtractResult(entry, False, computed, end - start, end - compute_start, entry.skipped)

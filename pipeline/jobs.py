@@ -18,6 +18,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
+from pipeline.cluster.engine import RayEngine, resolve_engine
+
 
 @dataclass(frozen=True)
 class Job:
@@ -67,8 +69,8 @@ def _pin_worker(groups, setup: Callable[[], None] | None) -> None:
 
 
 def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, Any], None] | None = None,
-             setup: Callable[[], None] | None = None) -> dict[Hashable, Any]:
-    """Runs every job, the costliest first, in `workers` pinned processes (1: here, in order).
+             setup: Callable[[], None] | None = None, engine: str | RayEngine = "local") -> dict[Hashable, Any]:
+    """Runs every job, the costliest first, in `workers` pinned processes (1: here, in order), or on Ray.
 
     Args:
       jobs: the runs; keys must be unique.
@@ -76,6 +78,9 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, Any], No
       on_done: called in this process with each job and its result as it finishes.
       setup: called once in each worker before its first job (e.g. `partial(use_compile_cache, path)`:
         settings JAX keeps per process); picklable. Not called when workers is 1.
+      engine: 'local' (the above), 'ray' or a RayEngine: one Ray task per job with the engine's
+        per-worker resources, anywhere on the cluster (`workers` is then not used; see
+        pipeline.cluster.jobs).
     Returns:
       {job.key: result}. The first failing job's exception is raised once running jobs end; queued
       ones are cancelled.
@@ -83,6 +88,11 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[Job, Any], No
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError(f"job keys must be unique; repeated: {sorted({str(k) for k in keys if keys.count(k) > 1})}")
+    ray_engine = resolve_engine(engine)
+    if ray_engine is not None:
+        from pipeline.cluster.jobs import run_jobs_on_ray
+
+        return run_jobs_on_ray(jobs, ray_engine, on_done, setup)
     groups = core_groups(workers)
     order = sorted(jobs, key=lambda job: -job.cost)  # longest first: no long run starts last
     results: dict[Hashable, Any] = {}

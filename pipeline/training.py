@@ -8,12 +8,14 @@ pytrees and freezing or per-group learning rates stay a matter of optax composit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
+from pipeline.parallel import DataParallel
 
 
 def warmup_cosine(lr: float, total_steps: int, warmup_fraction: float = 0.05) -> optax.Schedule:
@@ -60,12 +62,15 @@ class ClassifierSteps:
         running ones); False keeps inference-mode BatchNorm while training (frozen statistics).
       compute_dtype: the forward/backward dtype (e.g. jnp.bfloat16); parameters, optimizer state and
         the loss stay float32.
+      devices: data parallelism over these devices (pipeline.parallel): each batch split across them,
+        parameters and optimizer state replicated; None: every local device.
     """
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
                  prepare: Callable[[jax.Array], jax.Array],
                  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None, *,
-                 train_bn: bool = True, compute_dtype: Any = jnp.float32):
+                 train_bn: bool = True, compute_dtype: Any = jnp.float32,
+                 devices: Sequence[jax.Device] | None = None):
         model.eval()
         self.eval_graph, params, rest = nnx.split(model, nnx.Param, ...)
         if train_bn:
@@ -78,7 +83,8 @@ class ClassifierSteps:
         self.prepare = prepare
         self.augment = augment
         self.compute_dtype = compute_dtype
-        self.initial = TrainState(params, rest, tx.init(params))
+        self.parallel = DataParallel(devices)
+        self.initial = TrainState(*self.parallel.replicate((params, rest, tx.init(params))))
         self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1, 2))
         self.eval_step = jax.jit(self._eval_step)
 
@@ -106,16 +112,19 @@ class ClassifierSteps:
 
     def step(self, state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array) -> dict[str, float]:
         """One optimisation step; updates `state` in place and returns its metrics."""
+        # A restored checkpoint or best-epoch copy arrives on one device: replicate (no-op when it is).
+        trees = self.parallel.replicate((state.params, state.rest, state.opt_state))
         state.params, state.rest, state.opt_state, metrics = self.train_step(
-            state.params, state.rest, state.opt_state, images, labels, key)
+            *trees, self.parallel.batch(images), self.parallel.batch(labels), self.parallel.replicate(key))
         state.step += 1
         return metrics
 
     def evaluate(self, state: TrainState, batches) -> dict[str, float]:
         """Mean loss and accuracy over an iterable of (images, labels) batches, weighted by size."""
         total, loss, correct = 0, 0.0, 0.0
+        params, rest = self.parallel.replicate((state.params, state.rest))
         for images, labels in batches:
-            metrics, _ = self.eval_step(state.params, state.rest, images, labels)
+            metrics, _ = self.eval_step(params, rest, self.parallel.batch(images), self.parallel.batch(labels))
             n = len(labels)
             total += n
             loss += float(metrics["loss"]) * n

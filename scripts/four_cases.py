@@ -4,6 +4,7 @@ row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits).
 
     python scripts/four_cases.py            # the full run: 26 min on 2 CPU cores, empty caches
     python scripts/four_cases.py --quick    # tiny network and subsets: the code path in about 3 minutes
+    python scripts/four_cases.py --engine ray --address HEAD:6379   # the runs as Ray tasks on a cluster
 
 After the source trains, the ~100 runs (each recipe x cell x seed, each curve point x rate, the real-world
 row, the advisor per cell) go to `--jobs` worker processes, one per core, longest first (pipeline.jobs);
@@ -38,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from four_cases_report import write_report  # noqa: E402
 
 from pipeline.cli import use_compile_cache  # noqa: E402
+from pipeline.cli.engine_args import add_engine_args, engine_from_args  # noqa: E402
+from pipeline.cluster.engine import check_available  # noqa: E402
 from pipeline.data import open_source  # noqa: E402
 from pipeline.finetune import finetune  # noqa: E402
 from pipeline.jobs import Job, available_cores, core_groups, run_jobs  # noqa: E402
@@ -236,11 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker processes, one per core (default: every core, %(default)s)")
     parser.add_argument("--out", default="results/four_cases", help="output directory (default: %(default)s)")
     parser.add_argument("--no-real-world", action="store_true", help="skip the EfficientNet-Lite0 row")
+    add_engine_args(parser)  # --engine ray [--address HOST:PORT]: the runs become Ray tasks on a cluster
     args = parser.parse_args(argv)
     try:
         core_groups(args.jobs)  # a bad --jobs fails now, not after the source has trained
+        engine = engine_from_args(args)
     except ValueError as error:
-        parser.error(f"--jobs: {error}")
+        parser.error(str(error))
+    if engine != "local":  # Ray workers cannot import this script: its job functions travel by value
+        check_available(engine).cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = MODES["quick" if args.quick else "full"]
     seeds = args.seeds or cfg["seeds"]
     out = Path(args.out)
@@ -267,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         finished.append(job.key)
         log(f"{len(finished)}/{len(jobs)} {' '.join(map(str, job.key))}: {describe(job, result)}")
 
-    log(f"{len(jobs)} runs in {args.jobs} worker process(es)")
-    done = run_jobs(jobs, args.jobs, on_done, setup=use_compile_cache)
+    log(f"{len(jobs)} runs in {args.jobs} worker process(es)" if engine == "local" else f"{len(jobs)} runs on Ray")
+    done = run_jobs(jobs, args.jobs, on_done, setup=use_compile_cache, engine=engine)
     results = dict(mode="quick" if args.quick else "full", backbone=backbone, seeds=seeds, jobs=args.jobs,
                    config=cfg, source=dict(test_accuracy=source.test_accuracy, seconds=source.seconds),
                    cells=[cell_result(i, cell, seeds, done) for i, cell in enumerate(targets)],

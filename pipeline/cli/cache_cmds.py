@@ -6,6 +6,7 @@ import argparse
 import time
 
 from pipeline.cli.backbone_cmds import parse_classes
+from pipeline.cli.engine_args import add_engine_args, engine_from_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="bad image files")
     p.add_argument("--compression", choices=["lzf", "gzip"], default=None, help="HDF5 compression (default none)")
     p.add_argument("--cache-dir", default=None, help="feature store (default: $PIPELINE_CACHE_DIR or ./cache)")
+    add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(handler=_extract)
 
@@ -102,7 +104,8 @@ def _extract(args: argparse.Namespace) -> None:
         args.backbone, args.dataset, args.layers or default_layers(args.backbone), quiet=args.json,
         weights=args.weights, split=args.split, classes=parse_classes(args.classes), limit=args.limit,
         per_class=args.per_class, seed=args.seed, pool=args.pool, dtype=args.dtype, batch_size=args.batch_size,
-        resolution=args.resolution, cache_dir=args.cache_dir, on_error=args.on_error, compression=args.compression)
+        resolution=args.resolution, cache_dir=args.cache_dir, on_error=args.on_error, compression=args.compression,
+        engine=engine_from_args(args))
     if args.json:
         print_json(result.summary())
     else:

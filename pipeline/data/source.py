@@ -84,14 +84,15 @@ class Source:
             h.update(chunk)
         return h.hexdigest()
 
-    def iter_batches(self, batch_size: int, *, start: int = 0, geometry: Geometry | None = None,
-                     num_threads: int = 4) -> Iterator[Batch]:
+    def iter_batches(self, batch_size: int, *, start: int = 0, stop: int | None = None,
+                     geometry: Geometry | None = None, num_threads: int = 4) -> Iterator[Batch]:
         """Yields the items from position `start` on, in order, decoded ahead of the caller.
 
         Args:
             batch_size: items per batch (batches hold fewer where bad images were skipped, and
                 the last may be short).
             start: position of the first item (resume): the same items are always skipped.
+            stop: position after the last item (default: the end).
             geometry: size of every image; required for folder sources; array sources keep
                 their native size (and channels) when None.
             num_threads: decoding threads; up to PREFETCH batches are decoded ahead.
@@ -104,13 +105,16 @@ class Source:
         check_positive_int("num_threads", num_threads)
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(self):
             raise DataError(f"start must be an int in [0, {len(self)}], got {start!r}")
+        stop = len(self) if stop is None else stop
+        if isinstance(stop, bool) or not isinstance(stop, int) or not start <= stop <= len(self):
+            raise DataError(f"stop must be None or an int in [start={start}, {len(self)}], got {stop!r}")
         if geometry is None and self._backend.file_based:
             raise DataError(f"{self.spec}: images of a folder vary in size; pass "
                             "geometry=Geometry(resolution=..., resize=...)")
         if geometry is not None and not isinstance(geometry, Geometry):
             raise TypeError(f"geometry must be a Geometry or None, got {type(geometry).__name__}")
         self.skipped = []
-        chunks = (np.arange(lo, min(lo + batch_size, len(self))) for lo in range(start, len(self), batch_size))
+        chunks = (np.arange(lo, min(lo + batch_size, stop)) for lo in range(start, stop, batch_size))
         return self._batches(chunks, geometry, num_threads)
 
     def _batches(self, chunks: Iterator[np.ndarray], geometry: Geometry | None, num_threads: int) -> Iterator[Batch]:

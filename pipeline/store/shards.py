@@ -25,12 +25,12 @@ def shard_path(partial: Path, seq: int) -> Path:
     return partial / f"{seq:08d}.npz"
 
 
-def _durable_write(path: Path, write: Any, size: int = 0) -> None:
+def _durable_write(path: Path, write: Any, size: int = 0, tmp_suffix: str = ".tmp") -> None:
     """Write via a temp name, fsync, then rename: a reader sees the whole file or none of it.
 
     A full disk removes the temp file and raises StoreSpaceError naming `size` (the bytes to write).
     """
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + tmp_suffix)
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -69,11 +69,17 @@ def read_manifest(partial: Path) -> dict[str, Any] | None:
 def write_shard(partial: Path, seq: int, features: Mapping[str, np.ndarray], labels: np.ndarray,
                 ids: Sequence[str], skipped: Sequence[tuple[str, str]]) -> None:
     """Durably store one appended batch (rows may be 0 when the batch only carries skipped items)."""
+    write_shard_file(shard_path(partial, seq), features, labels, ids, skipped)
+
+
+def write_shard_file(path: Path, features: Mapping[str, np.ndarray], labels: np.ndarray, ids: Sequence[str],
+                     skipped: Sequence[tuple[str, str]], tmp_suffix: str = ".tmp") -> None:
+    """Durably store one shard at `path`; writers that may race on one name pass a unique `tmp_suffix`."""
     arrays = {FEATURE_PREFIX + tap: x for tap, x in features.items()}
     arrays["labels"] = np.asarray(labels, dtype=np.int64)
     arrays["ids"] = np.array(list(ids), dtype=np.str_).reshape(len(ids))
     arrays["skipped"] = np.array([list(s) for s in skipped], dtype=np.str_).reshape(len(skipped), 2)
-    _durable_write(shard_path(partial, seq), lambda f: np.savez(f, **arrays), sum(a.nbytes for a in arrays.values()))
+    _durable_write(path, lambda f: np.savez(f, **arrays), sum(a.nbytes for a in arrays.values()), tmp_suffix)
 
 
 def read_shard(path: Path, taps: Mapping[str, TapSpec]) -> dict[str, np.ndarray] | None:

@@ -16,9 +16,10 @@ from .assemble import assemble
 from .codec import JSON_ATTRS, canonical_json, check_jsonable
 from .digests import CONTENT_DIGEST, CONTENTS
 from .entry import Entry, check_key, open_entry
-from .errors import NO_SPACE, EntryLockedError, NonFiniteFeaturesError, StoreSpaceError
+from .errors import NO_SPACE, CorruptEntryError, EntryLockedError, NonFiniteFeaturesError, StoreSpaceError
 from .keys import NAME_CHARS, digest_of, key_components
-from .shards import fsync_dir, read_manifest, reset_partial, scan_shards, write_shard
+from .shards import (FEATURE_PREFIX, fsync_dir, read_manifest, read_shard, reset_partial, scan_shards, shard_path,
+                     shard_skipped, write_shard)
 from .spec import STORAGE_DTYPES, TapSpec, check_compression, normalize_taps, tap_spec_json
 
 # File attributes the store writes itself; key components and caller attrs may not use these names.
@@ -210,6 +211,36 @@ class EntryWriter:
             skipped: (id, reason) of source items dropped from this batch; they persist across resume.
         """
         self._check_writable()
+        batch, labels, ids, skipped = self._checked(features, labels, ids, skipped)
+        if not ids and not skipped:
+            return
+        write_shard(self.paths["partial"], self._seq, batch, labels, ids, skipped)
+        self._count(len(ids), skipped)
+
+    def adopt(self, path: Path) -> None:
+        """Append a shard another process wrote (see store.blocks) by renaming it into place, no copy.
+
+        The shard is read and checked exactly as `append` checks a batch; it must lie on this store's
+        file system. Raises CorruptEntryError when it is unreadable or its layout differs.
+        """
+        self._check_writable()
+        data = read_shard(Path(path), self.taps)
+        if data is None:
+            raise CorruptEntryError(f"{path}: missing, truncated or not of this entry's tap layout")
+        features = {t: data[FEATURE_PREFIX + t] for t in self.taps}
+        _, _, ids, skipped = self._checked(features, data["labels"], data["ids"].tolist(), shard_skipped(data))
+        os.replace(path, shard_path(self.paths["partial"], self._seq))
+        self._count(len(ids), skipped)
+
+    def _count(self, rows: int, skipped: list[tuple[str, str]]) -> None:
+        """Account for one more durable shard."""
+        self._seq += 1
+        self.n_done += rows
+        self.skipped += skipped
+
+    def _checked(self, features: Mapping[str, np.ndarray], labels: np.ndarray, ids: Sequence[str],
+                 skipped: Sequence[tuple[str, str]]) -> tuple[dict[str, np.ndarray], np.ndarray, list, list]:
+        """One batch validated: features in stored dtypes, labels, ids and skipped pairs."""
         labels = np.asarray(labels)
         ids = _check_ids(ids, "ids")
         if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
@@ -220,14 +251,7 @@ class EntryWriter:
         if out_of_range.size:
             raise ValueError(f"labels must be in [0, {len(self.class_names)}) (class_names); bad at ids "
                              f"{[ids[i] for i in out_of_range[:10]]}: {labels[out_of_range[:10]].tolist()}")
-        batch = self._features(features, len(labels), ids)
-        skipped = _check_skipped(skipped)
-        if not ids and not skipped:
-            return
-        write_shard(self.paths["partial"], self._seq, batch, labels, ids, skipped)
-        self._seq += 1
-        self.n_done += len(ids)
-        self.skipped += skipped
+        return self._features(features, len(labels), ids), labels, ids, _check_skipped(skipped)
 
     def commit(self, skipped: Sequence[tuple[str, str]] = ()) -> Entry:
         """Assemble all stored rows into `<digest>.h5` atomically and return the finished Entry.
