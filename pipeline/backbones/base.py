@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -18,11 +19,16 @@ class TapInfo:
 
     name: str
     shape: tuple[int, ...]
-    stride: int | None  # input pixels per output pixel; None for vectors (pooled, fully connected)
+    stride: int | None  # input pixels per output pixel (per patch for tokens); None for vectors
+    prefix: int = 0  # token taps (N, D): class and register tokens before the N - prefix patch tokens
 
     @property
     def spatial(self) -> bool:
         return len(self.shape) == 3
+
+    @property
+    def tokens(self) -> bool:
+        return len(self.shape) == 2
 
 
 @dataclass(frozen=True)
@@ -145,14 +151,22 @@ class Backbone(nnx.Module):
                     break
         return out
 
+    def prefix_tokens(self, tap: str) -> int:
+        """Non-patch tokens (class, registers) leading a token tap (B, N, D); 0 for other taps."""
+        return 0
+
     def tap_infos(self, resolution: int | None = None) -> tuple[TapInfo, ...]:
         """Tap names, per-image shapes and strides, found by shape inference (no compute)."""
         side = resolution or self.preprocessing.resolution
         dummy = jax.ShapeDtypeStruct((1, side, side, self.preprocessing.channels), jnp.float32)
         names = [n for n, _ in self.stages()]
         shapes = jax.eval_shape(lambda x: _all_stage_shapes(self, x), dummy)
-        return tuple(TapInfo(n, tuple(s.shape[1:]), side // s.shape[1] if len(s.shape) == 4 else None)
-                     for n, s in zip(names, shapes))
+        infos = []
+        for n, s in zip(names, shapes):
+            prefix = self.prefix_tokens(n) if len(s.shape) == 3 else 0
+            grid = {4: s.shape[1], 3: math.isqrt(s.shape[1] - prefix)}.get(len(s.shape))
+            infos.append(TapInfo(n, tuple(s.shape[1:]), side // grid if grid else None, prefix))
+        return tuple(infos)
 
     def tap_names(self) -> list[str]:
         return [n for n, _ in self.stages()]
