@@ -93,8 +93,8 @@ for _name, _cfg, _repo, _file, _orig, _what in (
         class_names=imagenet_class_names if _cfg.get("num_classes", 1000) == 1000 else None))
 register(Registered(
     "vit_tiny", vit.VisionTransformer,
-    vit.Config(patch=8, dim=32, depth=2, heads=2, num_classes=10, resolution=32),
-    "test-only: ViT code path with 2 blocks of width 32, 8 px patches, 32 px", convert=vit.convert_state))
+    vit.Config(patch=8, dim=16, depth=2, heads=2, num_classes=10, resolution=32),
+    "test-only: ViT code path with 2 blocks of width 16, 8 px patches, 32 px", convert=vit.convert_state))
 
 __all__ = ["Backbone", "PARAMS_FORMAT", "Preprocessing", "Registered", "TapInfo", "create", "default_weights_dir",
            "get", "imagenet_class_names", "list", "load", "register", "resolve_taps", "save"]

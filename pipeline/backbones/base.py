@@ -121,6 +121,7 @@ class Backbone(nnx.Module):
 
     name: str = ""
     preprocessing: Preprocessing
+    default_pool: str = "avg"  # how `extract` pools taps unless told otherwise
 
     def stages(self) -> list[tuple[str, Callable[[jax.Array], jax.Array]]]:
         raise NotImplementedError

@@ -151,6 +151,8 @@ class VisionTransformer(Backbone):
     """Taps: patch_embed (patch tokens), block0..blockN-1 and norm (class, register and patch tokens,
     (B, N, D)), pre_logits (the normed class token), embed (CLIP: after the projection), logits."""
 
+    default_pool = "cls"
+
     def __init__(self, config: Config, *, name: str, rngs: nnx.Rngs):
         if config.act not in ACTS:
             raise ValueError(f"unknown ViT activation {config.act!r}; valid: {', '.join(ACTS)}")
