@@ -5,8 +5,10 @@ The fixtures come from scripts/make_vit_fixtures.py (timm 1.0.31, open_clip 3.3.
 random bfloat16-exact weights, width 16, 2 blocks, 2 heads, 8 px patches.
 """
 
+import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,9 +18,15 @@ from helpers import assert_allclose
 from pipeline import backbones
 from pipeline.backbones import vit
 from pipeline.backbones.frozen import frozen_apply, pool_features
+from pipeline.cli import main
+from pipeline.data import open_source
+from pipeline.finetune.groups import build_tx, layer_decay_scales, param_labels, path_name
+from pipeline.heads import enable_compile_cache
+from pipeline.store import load as load_features
+from pipeline.store import open_entry
 from pipeline.weights import KeyMismatchError, load_state_dict
 from pipeline.weights.layouts import to_timm, vit_layout
-from pipeline.weights.nnx_state import assign_flat
+from pipeline.weights.nnx_state import assign_flat, flatten_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vit"
 EXPECTED = np.load(FIXTURES / "expected.npz")
@@ -149,3 +157,74 @@ def test_registered_vits_say_which_file_to_download(name, monkeypatch, tmp_path)
     with pytest.raises(FileNotFoundError, match=r"download \S+ of the Hugging Face repository timm/vit_\S+"
                                                 r".*--weights PATH"):
         backbones.create(name)
+
+
+def test_last_k_freezes_by_block_and_layer_decay_scales_by_depth():
+    model = backbones.create("vit_tiny", FIXTURES / "vit.timm.safetensors")
+    labels = param_labels(model, "last-k", 3)  # pre_logits (no weights), norm, block1
+    assert {n for n, g in labels.items() if g == "backbone"} == {
+        n for n in labels if n.startswith(("blocks.1.", "norm."))}
+    assert {n for n, g in labels.items() if g == "frozen"} == {
+        n for n in labels if n.startswith(("blocks.0.", "patch_embed.", "cls_token", "pos_embed"))}
+    scales = layer_decay_scales(model, 0.5)
+    expected = {"norm.": 1.0, "blocks.1.": 0.5, "blocks.0.": 0.25, "cls_token": 0.25, "pos_embed": 0.25,
+                "patch_embed.": 0.125}  # the class token and position embeddings join block0's stage
+    assert {n: scales[n] for n in scales} == {n: v for n in scales for p, v in expected.items() if n.startswith(p)}
+    assert "head.kernel" not in scales
+    with pytest.raises(ValueError, match=r"layer decay must be a number in \(0, 1\], got 1.5"):
+        layer_decay_scales(model, 1.5)
+    # One SGD step: every backbone parameter moves by lr * mult * its scale times its gradient.
+    params = nnx.state(model, nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, params)
+    tx = build_tx(labels | {n: "backbone" for n in labels if labels[n] == "frozen"}, 1.0, backbone_lr_mult=0.1,
+                  optimizer="sgd", layer_scales=scales)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    flat = {path_name(p): float(np.asarray(v).flat[0]) for p, v in jax.tree_util.tree_flatten_with_path(updates)[0]}
+    assert_allclose([flat[n] for n in scales], [-0.1 * scales[n] for n in scales], rtol=1e-6, atol=0)
+    assert flat["head.kernel"] == -1.0
+
+
+def test_end_to_end_through_the_cli(tmp_path, capsys):
+    """Extract two taps with cls+mean, train a head on both, fine-tune one step, export, extract from the export."""
+    weights = FIXTURES / "vit.timm.safetensors"
+    cache = str(tmp_path / "cache")
+    common = ["--backbone", "vit_tiny", "--dataset", "digits", "--limit", "60", "--cache-dir", cache, "--json"]
+    try:
+        assert main(["extract", *common, "--weights", str(weights), "--layer", "block0", "--layer", "-2",
+                     "--pool", "cls+mean"]) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert first["shapes"] == {"block0": [32], "pre_logits": [16]} and first["n"] == 60
+        entry = open_entry(first["path"])
+        assert entry.key["pool"] == "cls+mean"
+        source = open_source("digits", "train", limit=60)
+        images = jnp.asarray(np.concatenate([b.images for b in source.iter_batches(100)]))
+        model = backbones.create("vit_tiny", weights)
+        tokens = model.features(model.preprocessing(images), ["block0"])["block0"]
+        want = np.concatenate([tokens[:, 0], np.mean(tokens[:, 1:], axis=1)], axis=1)
+        assert_allclose(load_features(entry, "block0")[0], want, rtol=1e-5, atol=1e-5)
+
+        assert main(["train", "--features", first["key"][:10], "--layer", "block0", "--layer", "pre_logits",
+                     "--epochs", "2", "--out", str(tmp_path / "head"), "--cache-dir", cache, "--json"]) == 0
+        head = json.loads(capsys.readouterr().out)
+        assert head["n_features"] == 48 and head["layer"] == ["block0", "pre_logits"]
+
+        # Two steps: the first is the warm-up's, at learning rate 0.
+        assert main(["finetune", "--backbone", "vit_tiny", "--weights", str(weights), "--dataset", "digits",
+                     "--classes", "0,1", "--mode", "last-k", "--k", "3", "--layer-decay", "0.7", "--limit", "32",
+                     "--batch-size", "16", "--epochs", "1", "--out", str(tmp_path / "ft"), "--json"]) == 0
+        tuned = json.loads(capsys.readouterr().out)
+        assert tuned["epochs_run"] == 1
+        exported = backbones.create("vit_tiny", tuned["backbone_path"])
+        before, after = (flatten_state(nnx.state(m)) for m in (model, exported))
+        assert all(np.array_equal(before[n], after[n]) for n in before if n.startswith(("blocks.0.", "patch_embed")))
+        assert not np.array_equal(before["blocks.1.mlp.fc2.kernel"], after["blocks.1.mlp.fc2.kernel"])
+
+        assert main(["extract", *common, "--weights", tuned["backbone_path"], "--layer", "block1",
+                     "--pool", "cls+mean"]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert again["hit"] is False and again["shapes"] == {"block1": [32]}
+        tokens = exported.features(exported.preprocessing(images), ["block1"])["block1"]
+        want = np.concatenate([tokens[:, 0], np.mean(tokens[:, 1:], axis=1)], axis=1)
+        assert_allclose(load_features(open_entry(again["path"]), "block1")[0], want, rtol=1e-5, atol=1e-5)
+    finally:
+        enable_compile_cache(None)  # the commands turned JAX's persistent cache on for this process

@@ -122,6 +122,7 @@ class Backbone(nnx.Module):
     name: str = ""
     preprocessing: Preprocessing
     default_pool: str = "avg"  # how `extract` pools taps unless told otherwise
+    has_classifier: bool = True  # the last stage is a classifier (not so for DINOv2 or CLIP towers)
 
     def stages(self) -> list[tuple[str, Callable[[jax.Array], jax.Array]]]:
         raise NotImplementedError

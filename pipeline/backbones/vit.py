@@ -175,6 +175,7 @@ class VisionTransformer(Backbone):
         self.norm = nnx.LayerNorm(c.dim, epsilon=c.eps, rngs=rngs)
         self.proj = nnx.Linear(c.dim, c.proj_dim, rngs=rngs) if c.proj_dim else None
         self.head = nnx.Linear(c.proj_dim or c.dim, c.num_classes, rngs=rngs) if c.num_classes else None
+        self.has_classifier = self.head is not None
 
     def prefix_tokens(self, tap: str) -> int:
         return 0 if tap == "patch_embed" else self.config.prefix
