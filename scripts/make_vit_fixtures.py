@@ -25,16 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.library
+from benchlib import import_timm
 
-# PyPI's torchvision wheels are CUDA builds whose C extension cannot load next to a CPU-only torch; its
-# import then fails registering fake kernels for the missing ops. timm only needs its Python parts.
-_register_fake = torch.library.register_fake
-torch.library.register_fake = lambda *a, **k: (lambda f: f)
-import torchvision  # noqa: E402,F401
-torch.library.register_fake = _register_fake
+timm = import_timm()
 import open_clip  # noqa: E402
-import timm  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from timm.layers import resample_abs_pos_embed  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn  # noqa: E402
@@ -142,7 +136,8 @@ def main() -> None:
     # The original class token is cls - pos_cls, kept in float32 where that difference is exact.
     pos_cls = (torch.randint(-64, 64, (1, 1, 16), generator=torch.Generator().manual_seed(3)) / 4096).bfloat16()
     orig = {k: v for k, v in sd.items() if k not in ("reg_token", "cls_token", "pos_embed")}
-    orig.update(register_tokens=sd["reg_token"], cls_token=sd["cls_token"].float() - pos_cls.float(), mask_token=torch.zeros(1, 16, dtype=torch.bfloat16),
+    orig.update(register_tokens=sd["reg_token"], cls_token=sd["cls_token"].float() - pos_cls.float(),
+                mask_token=torch.zeros(1, 16, dtype=torch.bfloat16),
                 pos_embed=torch.cat([pos_cls, sd["pos_embed"]], dim=1))
     torch.save(orig, OUT / "dinov2reg.orig.pth")
     loaded = VisionTransformer(img_size=24, num_classes=0, init_values=1e-5, reg_tokens=4, no_embed_class=True,
@@ -156,8 +151,8 @@ def main() -> None:
     randomise(clip, 4)
     torch.save(small(clip.state_dict()), OUT / "clip.open_clip.bin")
     tower = VisionTransformer(img_size=32, num_classes=12, pre_norm=True, class_token=True,
-                              norm_layer=lambda d, **kw: torch.nn.LayerNorm(d, eps=1e-5, **kw), act_layer=timm.layers.QuickGELU,
-                              **TINY)
+                              norm_layer=lambda d, **kw: torch.nn.LayerNorm(d, eps=1e-5, **kw),
+                              act_layer=timm.layers.QuickGELU, **TINY)
     tower.load_state_dict(checkpoint_filter_fn(clip.state_dict(), tower))
     save_file(small(tower.state_dict()), OUT / "clip.timm.safetensors")
     record("clip", tower, images(32), CLIP_MEAN, CLIP_STD, "embed")

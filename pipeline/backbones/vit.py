@@ -198,7 +198,8 @@ class VisionTransformer(Backbone):
         return stages
 
     def _embed_tokens(self, x: jax.Array) -> jax.Array:
-        """Patch tokens (B, g*g, D) -> class (+ register) + patch tokens with position embeddings (timm's _pos_embed)."""
+        """Patch tokens (B, g*g, D) -> class (+ register) + patch tokens with position embeddings (timm's
+        `_pos_embed`), then the pre-norm where the variant has one."""
         c = self.config
         grid = math.isqrt(x.shape[1])
         pos = resample_pos_embed(self.pos_embed[...], grid, 0 if c.no_embed_class else c.prefix).astype(x.dtype)
