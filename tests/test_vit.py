@@ -20,6 +20,7 @@ from pipeline.backbones import vit
 from pipeline.backbones.frozen import frozen_apply, pool_features
 from pipeline.cli import main
 from pipeline.data import open_source
+from pipeline.finetune import build_target
 from pipeline.finetune.groups import build_tx, layer_decay_scales, param_labels, path_name
 from pipeline.heads import enable_compile_cache
 from pipeline.store import load as load_features
@@ -228,3 +229,11 @@ def test_end_to_end_through_the_cli(tmp_path, capsys):
         assert_allclose(load_features(open_entry(again["path"]), "block1")[0], want, rtol=1e-5, atol=1e-5)
     finally:
         enable_compile_cache(None)  # the commands turned JAX's persistent cache on for this process
+
+
+def test_finetune_target_at_another_resolution_resamples_position_embeddings():
+    source = backbones.create("vit_tiny", FIXTURES / "vit.timm.safetensors")
+    target = build_target("vit_tiny", 3, weights=FIXTURES / "vit.timm.safetensors", resolution=48)
+    assert target.pos_embed.shape == (1, 1 + 6 * 6, 16) and target.preprocessing.resolution == 48
+    assert_allclose(target.pos_embed[...], vit.resample_pos_embed(source.pos_embed[...], 6, 1), rtol=0, atol=0)
+    assert_allclose(target.blocks[1].mlp.fc2.kernel[...], source.blocks[1].mlp.fc2.kernel[...], rtol=0, atol=0)

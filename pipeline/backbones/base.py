@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Tap = str | int
@@ -152,6 +153,11 @@ class Backbone(nnx.Module):
                 if len(out) == len(wanted):
                     break
         return out
+
+    def adapt_state(self, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Weights of the same network at another input size, fitted to this one's shapes where the family
+        knows how (a ViT resamples its position embeddings); unchanged otherwise."""
+        return flat
 
     def prefix_tokens(self, tap: str) -> int:
         """Non-patch tokens (class, registers) leading a token tap (B, N, D); 0 for other taps."""

@@ -177,6 +177,9 @@ class VisionTransformer(Backbone):
         self.head = nnx.Linear(c.proj_dim or c.dim, c.num_classes, rngs=rngs) if c.num_classes else None
         self.has_classifier = self.head is not None
 
+    def adapt_state(self, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**flat, "pos_embed": fit_pos_embed(flat["pos_embed"], self.config)} if "pos_embed" in flat else flat
+
     def prefix_tokens(self, tap: str) -> int:
         return 0 if tap == "patch_embed" else self.config.prefix
 
@@ -214,6 +217,12 @@ class VisionTransformer(Backbone):
         return self.norm_pre(x) if self.norm_pre is not None else x
 
 
+def fit_pos_embed(pos: np.ndarray, config: Config) -> np.ndarray:
+    """Stored position embeddings resampled to the variant's patch grid (as timm's checkpoint filter does)."""
+    prefix = 0 if config.no_embed_class else config.prefix
+    return np.asarray(resample_pos_embed(jnp.asarray(pos), config.grid, prefix))
+
+
 def convert_state(state_dict: Mapping[str, np.ndarray], config: Config) -> dict[str, np.ndarray]:
     """A ViT checkpoint in any supported layout -> this module's flat nnx keys.
 
@@ -225,8 +234,7 @@ def convert_state(state_dict: Mapping[str, np.ndarray], config: Config) -> dict[
         value = np.asarray(value).astype(np.float32)
         module, _, leaf = key.rpartition(".")
         if key == "pos_embed":
-            prefix = 0 if config.no_embed_class else config.prefix
-            value = np.asarray(resample_pos_embed(jnp.asarray(value), config.grid, prefix))
+            value = fit_pos_embed(value, config)
         elif module == "patch_embed.proj":
             module, value = "patch_embed", value.transpose(2, 3, 1, 0) if leaf == "weight" else value
             leaf = "kernel" if leaf == "weight" else leaf

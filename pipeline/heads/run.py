@@ -86,6 +86,7 @@ def train(features: str | os.PathLike, layer: str | Sequence[str], head: str = "
         raise ValueError(f"no layer given; the entry's taps: {', '.join(train_entry.taps)}")
     for tap in layers:
         train_entry.tap(tap)
+    layer = layers[0] if len(layers) == 1 else layers  # recorded in the head and metrics: one name, or the list
     X, y = _load(train_entry, layers, spatial)
     names = train_entry.class_names
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
