@@ -237,3 +237,8 @@ def test_finetune_target_at_another_resolution_resamples_position_embeddings():
     assert target.pos_embed.shape == (1, 1 + 6 * 6, 16) and target.preprocessing.resolution == 48
     assert_allclose(target.pos_embed[...], vit.resample_pos_embed(source.pos_embed[...], 6, 1), rtol=0, atol=0)
     assert_allclose(target.blocks[1].mlp.fc2.kernel[...], source.blocks[1].mlp.fc2.kernel[...], rtol=0, atol=0)
+
+
+def test_cpu_attention_is_dot_product_attention():
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 17, 3, 8)) for i in range(3))
+    assert_allclose(vit.attention(q, k, v), jax.nn.dot_product_attention(q, k, v), rtol=0, atol=1e-6)

@@ -130,9 +130,22 @@ class Attention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)
-        # XLA's softmax(QK^T)V on a CPU; the fused flash kernel where a GPU backend offers one.
-        out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
-        return self.proj(out.reshape(b, n, d))
+        return self.proj(attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b, n, d))
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(d)) v for (B, T, heads, d) inputs, (B, T, heads, d) out.
+
+    `jax.nn.dot_product_attention` (the fused kernel where a GPU backend has one) except on a CPU,
+    where its 'xla' path lays the batched matmuls out with the heads inside: the same math with heads
+    leading ran 1.5x faster there (29 vs 43 ms per ViT-S/16 block at batch 16; agreement is tested).
+    """
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v)
+    q, k, v = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))  # (B, heads, T, d)
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype), k)
+    out = jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), v)
+    return jnp.transpose(out, (0, 2, 1, 3))
 
 
 class Mlp(nnx.Module):
