@@ -25,8 +25,7 @@ from pipeline.finetune.groups import build_tx, layer_decay_scales, param_labels,
 from pipeline.heads import enable_compile_cache
 from pipeline.store import load as load_features
 from pipeline.store import open_entry
-from pipeline.weights import KeyMismatchError, load_state_dict
-from pipeline.weights.layouts import to_timm, vit_layout
+from pipeline.weights import KeyMismatchError, load_state_dict, to_timm, vit_layout
 from pipeline.weights.nnx_state import assign_flat, flatten_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vit"
@@ -64,12 +63,8 @@ def test_every_layout_matches_timm_at_every_tap(case, file, layout):
     assert set(out) == set(model.tap_names())
     for tap, value in out.items():
         assert_allclose(value, EXPECTED[f"{case}/{tap}"], **TOL, err_msg=f"{case} {file} {tap}")
-
-
-def test_clip_tower_matches_open_clip_itself():
-    model = load("clip", "clip.open_clip.bin")
-    x = model.preprocessing(jnp.asarray(EXPECTED["clip/image"]))
-    assert_allclose(model.features(x, ["embed"])["embed"], EXPECTED["clip/open_clip_embed"], **TOL)
+    if case == "clip":  # and open_clip's own image embedding
+        assert_allclose(out["embed"], EXPECTED["clip/open_clip_embed"], **TOL)
 
 
 def test_vit_tiny_loads_timm_file_through_the_registry_and_predicts_its_logits(tmp_path):
@@ -240,5 +235,6 @@ def test_finetune_target_at_another_resolution_resamples_position_embeddings():
 
 
 def test_cpu_attention_is_dot_product_attention():
-    q, k, v = (jax.random.normal(jax.random.key(i), (2, 17, 3, 8)) for i in range(3))
-    assert_allclose(vit.attention(q, k, v), jax.nn.dot_product_attention(q, k, v), rtol=0, atol=1e-6)
+    q, k, v = np.random.default_rng(0).normal(size=(3, 2, 17, 3, 8)).astype(np.float32)
+    ours, reference = jax.jit(vit.attention)(q, k, v), jax.jit(jax.nn.dot_product_attention)(q, k, v)
+    assert_allclose(ours, reference, rtol=0, atol=1e-6)

@@ -21,7 +21,7 @@ from flax import nnx
 
 from pipeline.backbones.base import Backbone, Preprocessing
 from pipeline.backbones.registry import default_weights_dir
-from pipeline.weights.layouts import to_timm
+from pipeline.weights import to_timm
 
 ACTS = ("gelu", "quick_gelu")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
