@@ -30,14 +30,17 @@ SECTIONS = ("efficientnet", "vit", "cache")
 
 
 def _rate(step, batches: int) -> dict:
-    """Images/s of `batches` calls of `step` (one batch each), after a first call that compiles."""
+    """Images/s of `batches` calls of `step` (one batch each), after a first call that compiles; also the
+    process's CPU seconds per image and the 1-minute load average, to tell a busy machine's numbers."""
     start = time.perf_counter()
     step()
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         step()
-    return {"images_per_s": batches * BATCH / (time.perf_counter() - start), "compile_s": compile_s}
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"images_per_s": batches * BATCH / seconds, "compile_s": compile_s,
+            "cpu_s_per_image": cpu / (batches * BATCH), "load_avg_1min": os.getloadavg()[0]}
 
 
 def _jax_throughput(batches: int, dtype: str) -> dict:
@@ -218,6 +221,8 @@ def _compare(label: str, modes: list[tuple[str, str]], batches: int, repeats: in
         notes = [f"{rate / torch_best[0]:.2f}x best torch ({torch_best[1]})"] if rate and torch_best else []
         if rate and "gflop_per_image" in value:
             notes.append(f"{rate * value['gflop_per_image']:.0f} GFLOP/s")
+        if "load_avg_1min" in value:
+            notes.append(f"load {value['load_avg_1min']:.1f}")
         if "max_rel_dev" in value:
             notes.append(f"max deviation {value['max_rel_dev']:.1e} of max |float32|")
         rows.append((f"{label} {name}", f"{rate:.1f} img/s" if rate else value["error"], ", ".join(notes)))
