@@ -62,7 +62,7 @@ def entry_key(model: backbones.Backbone, source: Source, taps: Sequence[str], *,
 
 def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | Path = "pretrained",
             split: str = "train", classes: Sequence[int] | None = None, limit: int | None = None,
-            per_class: int | None = None, seed: int = 0, pool: str = "avg", dtype: str = "float32",
+            per_class: int | None = None, seed: int = 0, pool: str | None = None, dtype: str = "float32",
             batch_size: int = 64, resolution: int | None = None, cache_dir: str | Path | None = None,
             on_error: str = "fail", compression: str | None = None, lock_timeout: float | None = None,
             progress: Progress | None = None, engine: str | RayEngine = "local") -> ExtractResult:
@@ -72,7 +72,9 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
       backbone: registered name; weights: 'pretrained', 'random' or a checkpoint path.
       dataset, split, classes, limit, per_class, seed, on_error: see `pipeline.data.open_source`.
       taps: names or indices; all come from one pass that stops at the deepest.
-      pool: 'avg' | 'max' (global), 'grid' (4x4 region averages) or 'none' (whole maps) for spatial taps.
+      pool: spatial taps: 'avg' | 'max' (global), 'grid' (4x4 region averages) or 'none' (whole maps);
+        ViT token taps: 'cls', 'mean' (patch tokens), 'cls+mean', 'grid' or 'none' (patch tokens as a map);
+        None: the backbone's `default_pool` ('avg' for CNNs, 'cls' for ViTs). Part of the cache key.
       dtype: compute dtype 'float32' | 'bfloat16' (stored as float32).
       batch_size: images per compiled call (the last batch is padded, so one compile serves all).
       resolution: input side; default the backbone's own.
@@ -93,6 +95,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
         check_available(ray_engine)  # a missing extra or a bad address fails before the model is built
     model = backbones.create(backbone, weights)
     names = backbones.resolve_taps(model.tap_names(), taps)
+    pool = pool or model.default_pool
     apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)  # validates pool, dtype
     side = resolution or model.preprocessing.resolution
     source = open_source(dataset, split, classes=classes, limit=limit, per_class=per_class, seed=seed,
@@ -104,7 +107,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
         return ExtractResult(hit, True, 0, time.perf_counter() - start, skipped=hit.skipped)
 
     infos = {t.name: t for t in model.tap_infos(side)}
-    specs = {t: TapSpec(pooled_shape(infos[t].shape, pool), dtype, infos[t].stride, {"tap_index": i})
+    specs = {t: TapSpec(pooled_shape(infos[t], pool), dtype, infos[t].stride, {"tap_index": i})
              for i, t in enumerate(model.tap_names()) if t in names}
     attrs = {"jax_version": jax.__version__, "flax_version": flax.__version__, "weights": str(weights)}
     with store.writer(key, specs, class_names=source.class_names, attrs=attrs, compression=compression,

@@ -14,10 +14,13 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def parse_args(doc: str, quick_help: str) -> tuple[argparse.Namespace, bool]:
-    """The script's arguments; when called as a worker, also whether this process is one."""
+def parse_args(doc: str, quick_help: str, sections: tuple[str, ...] = ()) -> tuple[argparse.Namespace, bool]:
+    """The script's arguments (`--only SECTION` where the script has sections); when called as a worker,
+    also whether this process is one."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    if sections:
+        parser.add_argument("--only", choices=sections, default=None, help="run only this section")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -28,6 +31,24 @@ def run_worker(args: argparse.Namespace, workers: dict[str, Callable[..., dict]]
     """Runs the named measurement in this process and prints its JSON result."""
     sys.path.insert(0, str(ROOT))
     print(json.dumps(workers[args.worker](*json.loads(args.args))))
+
+
+def import_timm() -> Any:
+    """timm, importable next to PyPI's CPU torch: PyPI's torchvision wheels are CUDA builds whose C extension
+    cannot load there, and importing it then fails registering fake kernels for the missing ops; timm
+    only needs torchvision's Python parts, so those registrations are skipped while it imports."""
+    import torch
+    import torch.library
+
+    register_fake = torch.library.register_fake
+    torch.library.register_fake = lambda *a, **k: (lambda f: f)
+    try:
+        import torchvision  # noqa: F401
+    finally:
+        torch.library.register_fake = register_fake
+    import timm
+
+    return timm
 
 
 def spawn(script: str, worker: str, *args: Any) -> dict:

@@ -8,7 +8,7 @@ from helpers import assert_allclose
 
 from pipeline import backbones
 from pipeline.backbones import efficientnet_lite
-from pipeline.backbones.base import resolve_taps
+from pipeline.backbones.base import TapInfo, resolve_taps
 from pipeline.backbones.frozen import frozen_apply, pool_features, pooled_shape
 from pipeline.backbones.layers import depthwise_conv, same_pads
 
@@ -134,8 +134,11 @@ def test_frozen_apply_pools_and_validates():
         assert_allclose(out["conv2"], pool_features(ref["conv2"], pool), rtol=1e-5, atol=1e-5)
         assert_allclose(out["fc1"], ref["fc1"], rtol=1e-5, atol=1e-5)
     assert out["conv2"].shape == (3, 7, 7, 6)
-    with pytest.raises(ValueError, match=r"unknown pool 'mean'; valid: avg, max, grid, none"):
-        frozen_apply(model, ["fc1"], pool="mean")
+    with pytest.raises(ValueError, match=r"unknown pool 'median'; valid: avg, max, grid, none, cls, mean, cls\+mean"):
+        frozen_apply(model, ["fc1"], pool="median")
+    with pytest.raises(ValueError, match=r"pool 'cls' does not apply to tap 'conv2' \(a spatial map\); valid: avg, max, "
+                                         r"grid, none$"):
+        frozen_apply(model, ["conv2"], pool="cls")
     with pytest.raises(ValueError, match=r"unknown dtype 'float16'; valid: float32, bfloat16"):
         frozen_apply(model, ["fc1"], dtype="float16")
 
@@ -147,8 +150,9 @@ def test_grid_pool_averages_adaptive_regions():
     expected = np.array([[[x[b, r0:r1, c0:c1].mean(axis=(0, 1)) for c0, c1 in cols] for r0, r1 in rows]
                          for b in range(2)])
     assert_allclose(pool_features(jnp.asarray(x), "grid"), expected, rtol=1e-6, atol=1e-6)
-    assert pooled_shape((7, 9, 3), "grid") == (4, 4, 3) and pooled_shape((10,), "grid") == (10,)
-    assert pooled_shape((7, 9, 3), "avg") == (3,) and pooled_shape((7, 9, 3), "none") == (7, 9, 3)
+    spatial, vector = TapInfo("s", (7, 9, 3), 2), TapInfo("v", (10,), None)
+    assert pooled_shape(spatial, "grid") == (4, 4, 3) and pooled_shape(vector, "grid") == (10,)
+    assert pooled_shape(spatial, "avg") == (3,) and pooled_shape(spatial, "none") == (7, 9, 3)
 
 
 def test_preprocessing_converts_channels_and_resizes():

@@ -325,7 +325,8 @@ def test_cli_reports_bad_settings_in_one_line(capsys):
     assert rc == 2
     assert capsys.readouterr().err.strip() == (
         "error: backbone 'seednet_tiny' has a fixed input resolution; --resolution 64 is only valid for backbones "
-        "with a resolution setting (efficientnet_lite0, efficientnet_lite_tiny, resnet18, resnet50, resnet_tiny)")
+        "with a resolution setting (efficientnet_lite0, efficientnet_lite_tiny, resnet18, resnet50, resnet_tiny, "
+        + ", ".join(n for n in backbones.list() if n.startswith("vit_")) + ")")
 
 
 def test_checkpointed_run_dir_refuses_other_settings(tmp_path, pretrained):

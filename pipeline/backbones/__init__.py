@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.backbones import efficientnet_lite, resnet, seednet
+from pipeline.backbones import efficientnet_lite, resnet, seednet, vit
 from pipeline.backbones.base import Backbone, Preprocessing, TapInfo, resolve_taps
 from pipeline.backbones.registry import (PARAMS_FORMAT, Registered, create, default_weights_dir, get, list,
                                          load, register, save)
@@ -55,6 +55,46 @@ register(Registered(
     resnet.Config(block="basic", layers=(1, 1, 1, 1), width=8, num_classes=10, resolution=32),
     "test-only: ResNet code path with basic blocks, one per stage, 8 base channels, 32 px",
     torch_keys=resnet.torch_key_map))
+
+# ViTs under timm's names; each variant's preprocessing is timm's pretrained config for the tag named.
+_VIT_S = dict(dim=384, heads=6)
+_VIT_B = dict(dim=768, heads=12)
+_DINOV2 = dict(patch=14, num_classes=0, layer_scale=True, mean=vit.IMAGENET_MEAN, std=vit.IMAGENET_STD, crop_pct=1.0)
+_CLIP = dict(patch=32, num_classes=0, proj_dim=512, norm_pre=True, patch_bias=False, eps=1e-5,
+             mean=vit.CLIP_MEAN, std=vit.CLIP_STD, **_VIT_B)
+_REG4 = dict(reg_tokens=4, no_embed_class=True)
+for _name, _cfg, _repo, _file, _orig, _what in (
+        ("vit_small_patch16_224", _VIT_S, "timm/vit_small_patch16_224.augreg_in21k_ft_in1k", "model.safetensors",
+         None, "ViT-S/16, ImageNet-21k then 1k (AugReg)"),
+        ("vit_base_patch16_224", _VIT_B, "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k", "model.safetensors",
+         None, "ViT-B/16, ImageNet-21k then 1k (AugReg2)"),
+        ("vit_small_patch14_dinov2", {**_DINOV2, **_VIT_S}, "timm/vit_small_patch14_dinov2.lvd142m",
+         "model.safetensors", "dinov2_vits14_pretrain.pth", "DINOv2 ViT-S/14 (LVD-142M), no classifier"),
+        ("vit_small_patch14_reg4_dinov2", {**_DINOV2, **_VIT_S, **_REG4}, "timm/vit_small_patch14_reg4_dinov2.lvd142m",
+         "model.safetensors", "dinov2_vits14_reg4_pretrain.pth", "DINOv2 ViT-S/14 with 4 registers, no classifier"),
+        ("vit_base_patch14_dinov2", {**_DINOV2, **_VIT_B}, "timm/vit_base_patch14_dinov2.lvd142m",
+         "model.safetensors", "dinov2_vitb14_pretrain.pth", "DINOv2 ViT-B/14 (LVD-142M), no classifier"),
+        ("vit_base_patch14_reg4_dinov2", {**_DINOV2, **_VIT_B, **_REG4}, "timm/vit_base_patch14_reg4_dinov2.lvd142m",
+         "model.safetensors", "dinov2_vitb14_reg4_pretrain.pth", "DINOv2 ViT-B/14 with 4 registers, no classifier"),
+        ("vit_base_patch32_clip_224", {**_CLIP, "crop_pct": 0.9}, "timm/vit_base_patch32_clip_224.laion2b",
+         "open_clip_pytorch_model.bin", None, "CLIP ViT-B/32 image tower (LAION-2B), 512-d embedding"),
+        ("vit_base_patch16_clip_224", {**_CLIP, "patch": 16, "crop_pct": 1.0}, "timm/vit_base_patch16_clip_224.laion2b",
+         "open_clip_pytorch_model.bin", None, "CLIP ViT-B/16 image tower (LAION-2B), 512-d embedding"),
+        ("vit_base_patch32_clip_quickgelu_224", {**_CLIP, "act": "quick_gelu", "crop_pct": 0.9},
+         "timm/vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin", None,
+         "OpenAI CLIP ViT-B/32 image tower (QuickGELU), 512-d embedding"),
+        ("vit_base_patch16_clip_quickgelu_224", {**_CLIP, "patch": 16, "act": "quick_gelu", "crop_pct": 0.9},
+         "timm/vit_base_patch16_clip_224.openai", "open_clip_pytorch_model.bin", None,
+         "OpenAI CLIP ViT-B/16 image tower (QuickGELU), 512-d embedding")):
+    register(Registered(
+        _name, vit.VisionTransformer, vit.Config(**_cfg),
+        f"{_what}, 224 px; {_repo} ({_file}{', or ' + _orig if _orig else ''}), passed as --weights PATH",
+        pretrained=vit.hub_weights(_repo, _file, _orig), convert=vit.convert_state,
+        class_names=imagenet_class_names if _cfg.get("num_classes", 1000) == 1000 else None))
+register(Registered(
+    "vit_tiny", vit.VisionTransformer,
+    vit.Config(patch=8, dim=16, depth=2, heads=2, num_classes=10, resolution=32),
+    "test-only: ViT code path with 2 blocks of width 16, 8 px patches, 32 px", convert=vit.convert_state))
 
 __all__ = ["Backbone", "PARAMS_FORMAT", "Preprocessing", "Registered", "TapInfo", "create", "default_weights_dir",
            "get", "imagenet_class_names", "list", "load", "register", "resolve_taps", "save"]

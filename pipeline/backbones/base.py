@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Tap = str | int
@@ -18,11 +20,16 @@ class TapInfo:
 
     name: str
     shape: tuple[int, ...]
-    stride: int | None  # input pixels per output pixel; None for vectors (pooled, fully connected)
+    stride: int | None  # input pixels per output pixel (per patch for tokens); None for vectors
+    prefix: int = 0  # token taps (N, D): class and register tokens before the N - prefix patch tokens
 
     @property
     def spatial(self) -> bool:
         return len(self.shape) == 3
+
+    @property
+    def tokens(self) -> bool:
+        return len(self.shape) == 2
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,8 @@ class Backbone(nnx.Module):
 
     name: str = ""
     preprocessing: Preprocessing
+    default_pool: str = "avg"  # how `extract` pools taps unless told otherwise
+    has_classifier: bool = True  # the last stage is a classifier (not so for DINOv2 or CLIP towers)
 
     def stages(self) -> list[tuple[str, Callable[[jax.Array], jax.Array]]]:
         raise NotImplementedError
@@ -145,14 +154,27 @@ class Backbone(nnx.Module):
                     break
         return out
 
+    def adapt_state(self, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Weights of the same network at another input size, fitted to this one's shapes where the family
+        knows how (a ViT resamples its position embeddings); unchanged otherwise."""
+        return flat
+
+    def prefix_tokens(self, tap: str) -> int:
+        """Non-patch tokens (class, registers) leading a token tap (B, N, D); 0 for other taps."""
+        return 0
+
     def tap_infos(self, resolution: int | None = None) -> tuple[TapInfo, ...]:
         """Tap names, per-image shapes and strides, found by shape inference (no compute)."""
         side = resolution or self.preprocessing.resolution
         dummy = jax.ShapeDtypeStruct((1, side, side, self.preprocessing.channels), jnp.float32)
         names = [n for n, _ in self.stages()]
         shapes = jax.eval_shape(lambda x: _all_stage_shapes(self, x), dummy)
-        return tuple(TapInfo(n, tuple(s.shape[1:]), side // s.shape[1] if len(s.shape) == 4 else None)
-                     for n, s in zip(names, shapes))
+        infos = []
+        for n, s in zip(names, shapes):
+            prefix = self.prefix_tokens(n) if len(s.shape) == 3 else 0
+            grid = {4: s.shape[1], 3: math.isqrt(s.shape[1] - prefix)}.get(len(s.shape))
+            infos.append(TapInfo(n, tuple(s.shape[1:]), side // grid if grid else None, prefix))
+        return tuple(infos)
 
     def tap_names(self) -> list[str]:
         return [n for n, _ in self.stages()]

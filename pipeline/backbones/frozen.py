@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Iterable
 
 import jax
@@ -11,9 +12,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pipeline.backbones.base import Backbone, Tap, resolve_taps
+from pipeline.backbones.base import Backbone, Tap, TapInfo, resolve_taps
 
-POOLS = ("avg", "max", "grid", "none")
+SPATIAL_POOLS = ("avg", "max", "grid", "none")  # for (B, H, W, C) maps
+TOKEN_POOLS = ("cls", "mean", "cls+mean", "none", "grid")  # for ViT tokens (B, N, D)
+POOLS = (*SPATIAL_POOLS, *TOKEN_POOLS[:3])
 GRID = 4  # 'grid' pooling keeps a GRID x GRID map of region averages
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -28,11 +31,21 @@ def _region_means(size: int) -> np.ndarray:
     return m
 
 
-def pool_features(x: jax.Array, pool: str) -> jax.Array:
-    """Pooling of a (B, H, W, C) map: global 'avg'/'max' -> (B, C), 'grid' -> (B, GRID, GRID, C) region
-    averages (keeps coarse layout, for early taps), 'none'; vectors (B, D) pass unchanged."""
-    if pool not in POOLS:
-        raise ValueError(f"unknown pool {pool!r}; valid: {', '.join(POOLS)}")
+def pool_features(x: jax.Array, pool: str, prefix: int = 0) -> jax.Array:
+    """Pools one tap; `check_pool` has validated the choice for the tap.
+
+    Maps (B, H, W, C): global 'avg'/'max' -> (B, C), 'grid' -> (B, GRID, GRID, C) region averages (keeps
+    coarse layout, for early taps), 'none'. Tokens (B, N, D) whose first `prefix` are class/register
+    tokens: 'cls' -> (B, D), 'mean' of the patch tokens -> (B, D), 'cls+mean' -> (B, 2D) (DINOv2's linear
+    evaluation), 'none' -> the patch tokens as a map (B, g, g, D), 'grid' -> that map's region averages.
+    Vectors (B, D) pass unchanged.
+    """
+    if x.ndim == 3:
+        if pool in ("cls", "mean", "cls+mean"):
+            mean = jnp.mean(x[:, prefix:], axis=1)
+            return {"cls": x[:, 0], "mean": mean, "cls+mean": jnp.concatenate([x[:, 0], mean], -1)}[pool]
+        side = math.isqrt(x.shape[1] - prefix)
+        x = x[:, prefix:].reshape(x.shape[0], side, side, x.shape[-1])
     if x.ndim != 4 or pool == "none":
         return x
     if pool == "grid":
@@ -41,11 +54,28 @@ def pool_features(x: jax.Array, pool: str) -> jax.Array:
     return jnp.mean(x, axis=(1, 2)) if pool == "avg" else jnp.max(x, axis=(1, 2))
 
 
-def pooled_shape(shape: tuple[int, ...], pool: str) -> tuple[int, ...]:
-    """The shape `pool_features` gives one example of `shape` (H, W, C) or (D,)."""
-    if len(shape) != 3 or pool == "none":
-        return shape
-    return (GRID, GRID, shape[-1]) if pool == "grid" else shape[-1:]
+def pooled_shape(info: TapInfo, pool: str) -> tuple[int, ...]:
+    """The shape `pool_features` gives one example of the tap `info` describes; validates the choice.
+
+    Raises:
+      ValueError: an unknown pool, or one that does not apply to the tap's kind, listing the valid ones.
+    """
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; valid: {', '.join(POOLS)}")
+    if info.tokens:
+        valid = TOKEN_POOLS if info.prefix else tuple(p for p in TOKEN_POOLS if "cls" not in p)
+        if pool not in valid:
+            kind = "ViT tokens" if info.prefix else "ViT patch tokens without a class token"
+            raise ValueError(f"pool {pool!r} does not apply to tap {info.name!r} ({kind}); valid: {', '.join(valid)}")
+        n, d = info.shape
+        side = math.isqrt(n - info.prefix)
+        return {"cls": (d,), "mean": (d,), "cls+mean": (2 * d,), "none": (side, side, d), "grid": (GRID, GRID, d)}[pool]
+    if not info.spatial:
+        return info.shape
+    if pool not in SPATIAL_POOLS:
+        raise ValueError(f"pool {pool!r} does not apply to tap {info.name!r} (a spatial map); valid: "
+                         f"{', '.join(SPATIAL_POOLS)}")
+    return info.shape if pool == "none" else (GRID, GRID, info.shape[-1]) if pool == "grid" else info.shape[-1:]
 
 
 def check_resolution(model: Backbone, resolution: int | None) -> int:
@@ -76,7 +106,7 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
     Args:
       model: a backbone (inference mode).
       taps: names or indices.
-      pool: one of POOLS for spatial taps (see pool_features).
+      pool: one of POOLS valid for every tap's kind (see pool_features).
       dtype: compute dtype, 'float32' or 'bfloat16'; outputs are always float32.
       resolution: input side (defaults to the backbone's).
     Returns:
@@ -85,9 +115,11 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    pool_features(jnp.zeros((1, 1)), pool)  # validates `pool` before any compile
     check_resolution(model, resolution)
     names = tuple(resolve_taps(model.tap_names(), taps))
+    for info in model.tap_infos(resolution):  # validates `pool` for every tap before any compile
+        if info.name in names:
+            pooled_shape(info, pool)
     graph, state = nnx.split(model)
     static = {"names": names, "pool": pool, "dtype": dtype, "resolution": resolution}
     try:
@@ -120,7 +152,8 @@ def _forward(graph, state, images, *, names, pool, dtype, resolution):
     model = nnx.merge(graph, state)
     x = model.preprocessing(images, resolution).astype(compute)
     feats = model.features(x, names)
-    return {k: pool_features(v, pool).astype(jnp.float32) for k, v in feats.items()}
+    return {k: pool_features(v, pool, model.prefix_tokens(k)).astype(jnp.float32) for k, v in feats.items()}
+
 
 
 # One module-level program per (graph, taps, pool, dtype, resolution): repeated calls, even from new models

@@ -28,6 +28,8 @@ class Registered:
     pretrained: returns the default weights file, or raises saying how to get it; without it, the
       weights `pretrain` wrote to `default_weights_dir()/<name>.safetensors` are the default.
     torch_keys: maps PyTorch module paths to this module's, for importing torch/safetensors files.
+    convert: for families whose files need more than renaming (ViT layouts, resampled position
+      embeddings): (state dict, config) -> this module's flat keys; used instead of `torch_keys`.
     class_names: names of the pre-trained outputs (ImageNet's 1,000 classes, say), if known.
     """
 
@@ -38,6 +40,7 @@ class Registered:
     pretrained: Callable[[], Path] | None = None
     torch_keys: Callable[[str], str] | None = None
     class_names: Callable[[], builtins.list[str]] | None = None
+    convert: Callable[[dict, Any], dict] | None = None
 
     def build(self, rngs: nnx.Rngs, config: dict | None = None, **options: Any) -> Backbone:
         """A randomly initialised module; `config` (from a saved checkpoint) overrides the variant's."""
@@ -103,11 +106,12 @@ def load(entry: Registered, path: Path, **options: Any) -> Backbone:
         model = _abstract(entry, json.loads(meta.get("config", "null")), options)
         flat, _ = load_params(path)
     else:
-        if entry.torch_keys is None:
+        if entry.torch_keys is None and entry.convert is None:
             raise ValueError(f"{path} is not a checkpoint written by pipeline, and backbone {entry.name!r} "
                              "has no PyTorch key map to import it")
         model = _abstract(entry, None, options)
-        flat = torch_to_nnx(load_state_dict(path), entry.torch_keys)
+        state = load_state_dict(path)
+        flat = entry.convert(state, entry.config) if entry.convert else torch_to_nnx(state, entry.torch_keys)
     assign_flat(model, flat, source=str(path))
     return model
 

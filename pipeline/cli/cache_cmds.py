@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from pipeline.backbones.frozen import POOLS
 from pipeline.cli.backbone_cmds import parse_classes
 from pipeline.cli.engine_args import add_engine_args, engine_from_args
 
@@ -18,8 +19,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="digits", help="data SPEC: digits, fashion-mnist[:DIR], mnist:DIR, "
                    "folder:PATH, npz:PATH, h5:PATH (default: %(default)s)")
     add_subset_args(p)
-    p.add_argument("--pool", choices=["avg", "max", "grid", "none"], default="avg",
-                   help="spatial taps: global avg/max, 4x4 grid of region averages, or whole maps")
+    p.add_argument("--pool", choices=POOLS, default=None,
+                   help="spatial taps: global avg/max, 4x4 grid of region averages, or whole maps; ViT tokens: "
+                   "cls, mean (patch tokens), cls+mean, grid, none (patch tokens as a map) (default: avg, ViTs cls)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--resolution", type=int, default=None, help="input side (default: the backbone's)")

@@ -12,7 +12,8 @@ MLP_ONLY = ("hidden", "activation", "dropout")
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a linear or MLP head on cached features")
     p.add_argument("--features", required=True, metavar="ENTRY", help="training entry: digest prefix, file or path")
-    p.add_argument("--layer", required=True, metavar="TAP", help="tap of the entry to train on")
+    p.add_argument("--layer", required=True, action="append", dest="layers", metavar="TAP",
+                   help="tap of the entry to train on; repeated: the taps' features concatenated")
     p.add_argument("--head", choices=["linear", "mlp"], default="linear")
     p.add_argument("--val", default=None, metavar="ENTRY", help="validation entry (default: a stratified 10%% "
                    "of the training entry, seeded by --seed)")
@@ -77,7 +78,7 @@ def _train(args: argparse.Namespace) -> None:
 
     hyper = _hyperparameters(args)
     use_compile_cache(args.cache_dir)
-    result = train(args.features, args.layer, args.head, val=args.val, test=args.test, spatial=args.spatial,
+    result = train(args.features, args.layers, args.head, val=args.val, test=args.test, spatial=args.spatial,
                    hyperparameters=hyper, cache_dir=args.cache_dir, out=args.out, seed=args.seed)
     if args.json:
         print_json({**result.metrics, "out_dir": str(result.out_dir), "files": [str(f) for f in result.files]})

@@ -101,6 +101,31 @@ def param_labels(model: Backbone, mode: str, k: int | None = None, resolution: i
     return labels
 
 
+def layer_decay_scales(model: Backbone, decay: float, resolution: int | None = None) -> dict[str, float]:
+    """Layer-wise learning-rate decay (BEiT; timm's `layer_decay`, as ViT fine-tuning uses).
+
+    A parameter's rate is the backbone's times decay ** (the stages with parameters between its stage
+    and the classifier): the last such stage (a ViT's final norm) keeps the full rate, the block before
+    it decay, ..., the patch embedding decay ** (blocks + 1).
+
+    Args:
+      model: a backbone; decay: in (0, 1].
+    Returns:
+      {'.'-joined parameter name: scale} for every parameter a stage before the classifier reads.
+    """
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise ValueError(f"layer decay must be a number in (0, 1], got {decay!r}")
+    stages = stage_params(model, resolution)
+    scales: dict[str, float] = {}
+    depth = 0
+    for stage in reversed(list(stages)[:-1]):  # a parameter shared by two stages gets the later one's rate
+        if stages[stage]:
+            for name in stages[stage]:
+                scales.setdefault(name, float(decay) ** depth)
+            depth += 1
+    return scales
+
+
 def label_fn(labels: dict[str, str]) -> Callable[[Any], Any]:
     """params pytree -> the same tree of labels, looked up by each leaf's path."""
     def fn(params: Any) -> Any:
@@ -109,8 +134,8 @@ def label_fn(labels: dict[str, str]) -> Callable[[Any], Any]:
 
 
 def build_tx(labels: dict[str, str], schedule: optax.ScalarOrSchedule, *, backbone_lr_mult: float = 0.1,
-             weight_decay: float = 1e-4, optimizer: str = "adamw",
-             accum_steps: int = 1) -> optax.GradientTransformation:
+             weight_decay: float = 1e-4, optimizer: str = "adamw", accum_steps: int = 1,
+             layer_scales: dict[str, float] | None = None) -> optax.GradientTransformation:
     """The optimizer: one `optimizer` per trainable group, zero updates for frozen parameters.
 
     Args:
@@ -120,6 +145,8 @@ def build_tx(labels: dict[str, str], schedule: optax.ScalarOrSchedule, *, backbo
       weight_decay: decoupled (AdamW) weight decay, masked off for biases and norm scales; 'sgd' has none.
       optimizer: 'adamw' or 'sgd' (plain, for tests and baselines).
       accum_steps: > 1 accumulates gradients over that many steps (`optax.MultiSteps`).
+      layer_scales: from `layer_decay_scales`: the backbone group splits into one group per scale,
+        each at the backbone's rate times its scale.
     Returns:
       An optax transformation for the trainable-parameter pytree.
     """
@@ -141,6 +168,10 @@ def build_tx(labels: dict[str, str], schedule: optax.ScalarOrSchedule, *, backbo
             return optax.sgd(lr)
         return optax.adamw(lr, weight_decay=weight_decay, mask=decay_mask)
 
-    tx = optax.multi_transform({"head": make(schedule), "backbone": make(scaled(backbone_lr_mult)),
-                                "frozen": optax.set_to_zero()}, label_fn(labels))
+    groups = {"head": make(schedule), "backbone": make(scaled(backbone_lr_mult)), "frozen": optax.set_to_zero()}
+    if layer_scales is not None:
+        names = {scale: f"backbone*{scale:.6g}" for scale in sorted(set(layer_scales.values()))}
+        labels = {n: names[layer_scales[n]] if label == "backbone" else label for n, label in labels.items()}
+        groups.update({name: make(scaled(backbone_lr_mult * scale)) for scale, name in names.items()})
+    tx = optax.multi_transform(groups, label_fn(labels))
     return optax.MultiSteps(tx, accum_steps) if accum_steps > 1 else tx

@@ -16,7 +16,7 @@ from pipeline import backbones
 from pipeline.data import Geometry, Source, open_source
 from pipeline.finetune.augment import augment_batch
 from pipeline.finetune.checkpoint import Checkpoints
-from pipeline.finetune.groups import MODES, build_tx, param_labels
+from pipeline.finetune.groups import MODES, build_tx, layer_decay_scales, param_labels
 from pipeline.finetune.loop import EpochCallback, StepProgress, eval_batches, fit
 from pipeline.finetune.transfer import build_target, penultimate_tap, set_linear_head
 from pipeline.training import ClassifierSteps, warmup_cosine
@@ -85,7 +85,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
              per_class: int | None = None, limit: int | None = None, epochs: int = 10, batch_size: int = 64,
              lr: float = 1e-3, backbone_lr_mult: float = 0.1, weight_decay: float = 1e-4, resolution: int | None = None,
              augment: bool | None = None, flip: bool = True, train_bn: bool | None = None, dtype: str = "float32",
-             accum_steps: int = 1, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
+             accum_steps: int = 1, layer_decay: float | None = None, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
              seed: int = 0, progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
              evaluate_test: bool = True) -> FinetuneResult:
     """Fine-tunes a pre-trained backbone with a new classifier on a target data set.
@@ -112,6 +112,8 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
         pre-trained weights, trained for 'scratch' (random statistics would leave a deep net unnormalised).
       dtype: compute dtype 'float32' or 'bfloat16' (parameters stay float32).
       accum_steps: gradient accumulation; the effective batch is batch_size * accum_steps.
+      layer_decay: layer-wise learning-rate decay in (0, 1] for the backbone's stages (see
+        `groups.layer_decay_scales`; ViT fine-tuning commonly uses 0.65-0.75); None: one backbone rate.
       patience: early stopping after this many epochs without better validation accuracy (None: off).
       checkpoint_every: orbax checkpoint every this many steps into OUT/checkpoints (0: off); a rerun
         with the same OUT resumes from the latest one.
@@ -155,13 +157,15 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     # a randomly initialised backbone has nothing to preserve: it trains at the head's rate
     mult = 1.0 if mode == "scratch" else backbone_lr_mult
     tx = build_tx(labels, warmup_cosine(lr, max(updates, 1)), backbone_lr_mult=mult,
-                  weight_decay=weight_decay, accum_steps=accum_steps)
+                  weight_decay=weight_decay, accum_steps=accum_steps,
+                  layer_scales=None if layer_decay is None else layer_decay_scales(model, layer_decay))
     augment_fn = (lambda key, images: augment_batch(key, images, flip)) if augment else None
     steps = ClassifierSteps(model, tx, p, augment_fn, train_bn=train_bn, compute_dtype=DTYPES[dtype])
 
     settings = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, transfer=transfer,
                     classes=classes, per_class=per_class, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr,
-                    backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, resolution=p.resolution,
+                    backbone_lr_mult=backbone_lr_mult, layer_decay=layer_decay, weight_decay=weight_decay,
+                    resolution=p.resolution,
                     augment=augment, flip=flip, train_bn=train_bn, dtype=dtype, accum_steps=accum_steps,
                     patience=patience, seed=seed, class_names=train_source.class_names)
     out = Path(out) if out is not None else default_out(mode)

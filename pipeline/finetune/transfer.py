@@ -71,7 +71,7 @@ def build_target(name: str, num_classes: int, *, weights: str | Path = "pretrain
     n = check_transfer(model, transfer)
     if weights == "random":
         return model
-    source = flatten_state(nnx.state(backbones.create(name, weights, seed=seed)))
+    source = model.adapt_state(flatten_state(nnx.state(backbones.create(name, weights, seed=seed))))
     flat = flatten_state(nnx.state(model))
     stages = stage_params(model)
     copied = {_module(p) for stage in list(stages)[:n] for p in stages[stage]}

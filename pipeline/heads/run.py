@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -48,8 +48,9 @@ def _open(store: FeatureStore, ref: str | os.PathLike) -> Entry:
     return open_entry(store.resolve(ref))
 
 
-def _load(entry: Entry, layer: str, spatial: str) -> tuple[np.ndarray, np.ndarray]:
-    return reduce_spatial(entry.features(layer), spatial), entry.labels
+def _load(entry: Entry, layers: Sequence[str], spatial: str) -> tuple[np.ndarray, np.ndarray]:
+    """The taps' features side by side (N, D1 + D2 + ...), each made a vector first, and the labels."""
+    return np.concatenate([reduce_spatial(entry.features(t), spatial) for t in layers], axis=1), entry.labels
 
 
 def default_out_dir(head: str) -> Path:
@@ -57,7 +58,7 @@ def default_out_dir(head: str) -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{head}"
 
 
-def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val: str | os.PathLike | None = None,
+def train(features: str | os.PathLike, layer: str | Sequence[str], head: str = "linear", *, val: str | os.PathLike | None = None,
           test: str | os.PathLike | None = None, spatial: str = "avg",
           hyperparameters: Mapping[str, Any] | None = None, cache_dir: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, seed: int = 0) -> TrainResult:
@@ -65,7 +66,8 @@ def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val:
 
     Args:
         features: the training entry: anything FeatureStore.resolve accepts (digest prefix, file name, path).
-        layer: the tap to train on. head: 'linear' or 'mlp'.
+        layer: the tap to train on, or several taps of the entry, concatenated (e.g. the class tokens of
+            the last blocks, as DINOv2's linear evaluation does). head: 'linear' or 'mlp'.
         val: validation entry; None holds out a seeded stratified 10% of `features`. test: optional test entry.
         spatial: how spatial (H, W, C) features become vectors: 'avg', 'max' or 'flatten'.
         hyperparameters: keyword arguments of LinearHead / MLPHead (seed defaults to `seed`).
@@ -79,8 +81,13 @@ def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val:
         raise ValueError(f"head {head!r} is not supported; valid: {sorted(HEADS)}")
     store = FeatureStore(cache_dir)
     train_entry = _open(store, features)
-    train_entry.tap(layer)
-    X, y = _load(train_entry, layer, spatial)
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    if not layers:
+        raise ValueError(f"no layer given; the entry's taps: {', '.join(train_entry.taps)}")
+    for tap in layers:
+        train_entry.tap(tap)
+    layer = layers[0] if len(layers) == 1 else layers  # recorded in the head and metrics: one name, or the list
+    X, y = _load(train_entry, layers, spatial)
     names = train_entry.class_names
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     provenance = {"train": train_entry.digest}
@@ -93,8 +100,8 @@ def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val:
         if ref is None:
             continue
         entry = _open(store, ref)
-        check_pairing(train_entry, entry, split, [layer])
-        splits[split] = _load(entry, layer, spatial)
+        check_pairing(train_entry, entry, split, layers)
+        splits[split] = _load(entry, layers, spatial)
         provenance[split] = entry.digest
     splits = {"train": (X, y), **splits}
 

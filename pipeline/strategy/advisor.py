@@ -112,6 +112,9 @@ def advise(backbone: str, dataset: str, *, weights: str | Path = "pretrained", c
         reasons.append(f"Source-free check: the target's activation statistics differ most from the source's "
                        f"BatchNorm statistics at {tap_max} ({most:.2f} source standard deviations; "
                        + ", ".join(f"{t} {s:.2f}" for t, s in shifts) + ").")
+    else:  # e.g. a ViT: LayerNorm normalises each token by itself and keeps no statistics of the source data
+        reasons.append(f"Source-free check not made: {backbone} has no BatchNorm layers, so it keeps no "
+                       "statistics of its source data to compare with; similarity rests on the probes.")
     tap, train, mult = _recipe(case, last, best_early)
     reasons.append(_plan_words(case, tap, mult))
     evidence = Evidence({r["tap"]: r["probe_val_accuracy"] for r in rows}, early, shift,

@@ -48,8 +48,8 @@ class CaseResult:
 
 
 def feature_taps(model: backbones.Backbone) -> list[str]:
-    """Every tap but the last (the source classifier's logits)."""
-    return model.tap_names()[:-1]
+    """Every tap but the source classifier's logits (all of a backbone without one: DINOv2, CLIP towers)."""
+    return model.tap_names()[:-1] if model.has_classifier else model.tap_names()
 
 
 def early_taps(model: backbones.Backbone) -> list[str]:

@@ -12,6 +12,7 @@ from pipeline.weights.keys import (
     check_shapes,
     select_prefix,
 )
+from pipeline.weights.layouts import VIT_LAYOUTS, to_timm, vit_layout
 from pipeline.weights.params import load_params, params_digest, save_params
 from pipeline.weights.torch_pickle import ALLOWED_GLOBALS, UnsafeCheckpointError, load_torch_state_dict
 
@@ -21,6 +22,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "ShapeMismatchError",
     "UnsafeCheckpointError",
+    "VIT_LAYOUTS",
     "check_keys",
     "check_shapes",
     "detect_format",
@@ -31,4 +33,6 @@ __all__ = [
     "params_digest",
     "save_params",
     "select_prefix",
+    "to_timm",
+    "vit_layout",
 ]
