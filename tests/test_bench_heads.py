@@ -12,7 +12,7 @@ from helpers import assert_allclose
 from pipeline.cli import main
 from pipeline.heads import enable_compile_cache, train_heads
 from pipeline.heads.bench import bench_heads
-from pipeline.heads.validation import stratified_holdout
+from pipeline.heads.checks import stratified_holdout
 from pipeline.store import FeatureStore, TapSpec
 
 CLASSES = ["ant", "bee", "cow"]

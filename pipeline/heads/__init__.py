@@ -2,17 +2,16 @@
 and training-free evaluators (ridge over many L2 values from one eigendecomposition, k-NN, LogME)."""
 
 from pipeline.heads.bench import BenchResult, bench_heads
+from pipeline.heads.checks import NotFittedError
 from pipeline.heads.engine import SweepResult, enable_compile_cache, train_heads
-from pipeline.heads.estimators import HEADS, LinearHead, MLPHead
+from pipeline.heads.estimators import HEADS, LinearHead, MLPHead, load_head
 from pipeline.heads.knn import knn_accuracy
 from pipeline.heads.logme import logme
-from pipeline.heads.persist import load_head, save_head
 from pipeline.heads.ridge import RidgeModel, RidgeSolver, RidgeSweep, fit_ridge, ridge_sweep
 from pipeline.heads.run import TrainResult, reduce_spatial, train
-from pipeline.heads.validation import NotFittedError
 
 __all__ = [
     "BenchResult", "HEADS", "LinearHead", "MLPHead", "NotFittedError", "RidgeModel", "RidgeSolver", "RidgeSweep",
     "SweepResult", "TrainResult", "bench_heads", "enable_compile_cache", "fit_ridge", "knn_accuracy", "load_head",
-    "logme", "reduce_spatial", "ridge_sweep", "save_head", "train", "train_heads",
+    "logme", "reduce_spatial", "ridge_sweep", "train", "train_heads",
 ]

@@ -28,7 +28,7 @@ from pipeline.heads.knn import knn_accuracy
 from pipeline.heads.logme import logme
 from pipeline.heads.ridge import fit_ridge
 from pipeline.heads.run import SPATIAL, VAL_FRACTION, reduce_spatial
-from pipeline.heads.validation import stratified_holdout
+from pipeline.heads.checks import stratified_holdout
 from pipeline.store import Entry, FeatureStore, open_entry
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2)

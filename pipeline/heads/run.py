@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.heads import plots
 from pipeline.heads.estimators import HEADS
 from pipeline.heads.metrics import evaluate
-from pipeline.heads.validation import stratified_holdout
+from pipeline.heads.checks import stratified_holdout
 from pipeline.store import Entry, FeatureStore, open_entry
 
 SPATIAL = ("avg", "max", "flatten")
