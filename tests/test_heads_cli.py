@@ -37,7 +37,7 @@ def test_train_command_with_val_and_test_entries(store, tmp_path, capsys):
     test = _write(store, "test", 60, (8,), 2)
     out = tmp_path / "run"
     code = main(["train", "--features", train.digest[:10], "--layer", "feat", "--val", str(val.path),
-                 "--test", test.path.name, "--epochs", "15", "--out", str(out), "--cache-dir", str(store.root)])
+                 "--test", test.path.name, "--out", str(out), "--cache-dir", str(store.root)])
     printed = capsys.readouterr().out
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "head.safetensors",
@@ -68,7 +68,7 @@ def test_train_command_holds_out_val_and_reduces_spatial_features(store, tmp_pat
     assert metrics["n_features"] == 24 and metrics["spatial"] == "flatten"
     assert metrics["val"]["accuracy"] > 0.9
     assert metrics["entries"]["val"] == "10% of train (seed 0)"
-    code = main(["train", "--features", str(train.path), "--layer", "feat", "--spatial", "max", "--epochs", "2",
+    code = main(["train", "--features", str(train.path), "--layer", "feat", "--spatial", "max", "--max-iter", "2",
                  "--out", str(tmp_path / "max"), "--json"])
     assert code == 0 and json.loads(capsys.readouterr().out)["n_features"] == 4
 
@@ -92,7 +92,9 @@ def test_train_command_user_errors(store, tmp_path, capsys):
     assert main(["train", "--features", "ffff", "--layer", "feat", "--cache-dir", str(store.root)]) == 2
     assert "no cache entry matches 'ffff'" in capsys.readouterr().err
     assert main(["train", "--features", str(train.path), "--layer", "feat", "--dropout", "0.1"]) == 2
-    assert "--dropout do(es) not apply to --head linear" in capsys.readouterr().err
+    assert "--dropout do(es) not apply to --head linear --solver lbfgs" in capsys.readouterr().err
+    assert main(["train", "--features", str(train.path), "--layer", "feat", "--epochs", "3", "--C", "2"]) == 2
+    assert "--epochs do(es) not apply to --head linear --solver lbfgs" in capsys.readouterr().err
     with store.writer({"backbone": "synthetic", "split": "other"}, {"feat": TapSpec((4,))},
                       class_names=["a", "b", "c"]) as w:
         w.append({"feat": np.zeros((3, 4), np.float32)}, [0, 1, 2], ["p", "q", "r"])
@@ -100,6 +102,7 @@ def test_train_command_user_errors(store, tmp_path, capsys):
     assert main(["train", "--features", str(train.path), "--layer", "feat", "--val", str(other.path)]) == 2
     assert f"val entry {other.path.name} has classes ['a', 'b', 'c'], but the train entry has {CLASSES}" \
         in capsys.readouterr().err
-    assert main(["train", "--features", str(train.path), "--layer", "feat", "--epochs", "1", "--lr", "-1",
-                 "--out", str(tmp_path / "bad")]) == 2
-    assert "lr must be" in capsys.readouterr().err
+    assert main(["train", "--features", str(train.path), "--layer", "feat", "--solver", "adamw", "--epochs", "1",
+                 "--lr", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "The 'lr' parameter of LinearHead must be a float in the range (0.0, inf). Got -1.0" in \
+        capsys.readouterr().err

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-LINEAR_ONLY = ("solver", "max_iter")
-MLP_ONLY = ("hidden", "activation", "dropout")
+# Which hyperparameters each head (and linear solver) reads; any other given flag is an error.
+ADAMW = ("lr", "weight_decay", "epochs", "batch_size", "early_stopping", "patience")
+APPLIES = {"lbfgs": ("solver", "C", "max_iter", "tol"), "adamw": ("solver", *ADAMW),
+           "mlp": ("hidden", "activation", "dropout", *ADAMW)}
+COMMON = ("class_weight", "standardize")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -19,13 +22,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", default=None, metavar="ENTRY", help="test entry, evaluated once at the end")
     p.add_argument("--spatial", choices=["avg", "max", "flatten"], default="avg",
                    help="how spatial (pool 'none') features become vectors (default: %(default)s)")
-    hp = p.add_argument_group("hyperparameters (default: the head's own)")
-    hp.add_argument("--lr", type=float)
-    hp.add_argument("--weight-decay", type=float, help="AdamW decay, or the L2 penalty for --solver lbfgs")
+    hp = p.add_argument_group("hyperparameters (default: the head's own; the linear head's default is L-BFGS on "
+                              "LogisticRegression()'s objective)")
+    hp.add_argument("--solver", choices=["lbfgs", "adamw"], help="linear head: lbfgs (default; --C, --max-iter, "
+                    "--tol) or adamw (minibatch; --lr, --weight-decay, --epochs, --batch-size, --early-stopping)")
+    hp.add_argument("--C", type=float, help="inverse L2 strength of --solver lbfgs, as scikit-learn's")
+    hp.add_argument("--max-iter", type=int, help="L-BFGS iterations")
+    hp.add_argument("--tol", type=float, help="L-BFGS stops once the gradient norm falls below it")
+    hp.add_argument("--lr", type=float, help="AdamW peak learning rate (mlp, or linear --solver adamw)")
+    hp.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay")
     hp.add_argument("--epochs", type=int)
     hp.add_argument("--batch-size", type=int)
-    hp.add_argument("--solver", choices=["adamw", "lbfgs"], help="linear head only")
-    hp.add_argument("--max-iter", type=int, help="L-BFGS iterations (linear head, --solver lbfgs)")
     hp.add_argument("--hidden", type=_widths, help="MLP hidden widths, e.g. 256 or 512,128")
     hp.add_argument("--activation", choices=["relu", "gelu", "tanh"], help="MLP only")
     hp.add_argument("--dropout", type=float, help="MLP only")
@@ -51,14 +58,15 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
-    """The hyperparameters given on the command line; ones of the other head kind raise ValueError."""
-    names = ("lr", "weight_decay", "epochs", "batch_size", "solver", "max_iter", "hidden", "activation", "dropout",
-             "class_weight", "standardize", "early_stopping", "patience")
-    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    wrong = [n for n in (MLP_ONLY if args.head == "linear" else LINEAR_ONLY) if n in given]
+    """The hyperparameters given on the command line; ones the chosen head or solver ignores raise ValueError."""
+    names = {n for names in APPLIES.values() for n in names} | set(COMMON)
+    given = {n: getattr(args, n) for n in sorted(names) if getattr(args, n) is not None}
+    kind = args.head if args.head == "mlp" else given.get("solver", "lbfgs")
+    wrong = [n for n in given if n not in APPLIES[kind] + COMMON]
     if wrong:
         flags = ", ".join(f"--{n.replace('_', '-')}" for n in wrong)
-        raise ValueError(f"{flags} do(es) not apply to --head {args.head}")
+        target = "--head mlp" if kind == "mlp" else f"--head linear --solver {kind}"
+        raise ValueError(f"{flags} do(es) not apply to {target}")
     return given
 
 

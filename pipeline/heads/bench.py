@@ -28,7 +28,7 @@ from pipeline.heads.knn import knn_accuracy
 from pipeline.heads.logme import logme
 from pipeline.heads.ridge import fit_ridge
 from pipeline.heads.run import SPATIAL, VAL_FRACTION, reduce_spatial
-from pipeline.heads.checks import stratified_holdout
+from pipeline.heads.checks import check_values, stratified_holdout
 from pipeline.store import Entry, FeatureStore, open_entry
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2)
@@ -60,19 +60,6 @@ class BenchResult:
     sweeps: dict[tuple[str, str], SweepResult] = field(repr=False)
     out_dir: Path
     files: list[Path]
-
-
-def _values(name: str, values: Sequence[Any], kind: type, low: float, strict: bool) -> list:
-    """A non-empty list of distinct values of `kind` above `low` (or at least it); ValueError naming the bad ones."""
-    values = list(values)
-    if not values:
-        raise ValueError(f"{name} needs at least one value")
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
-           or (kind is int and int(v) != v) or not np.isfinite(v) or not (v > low if strict else v >= low)]
-    if bad:
-        rule = f"{'>' if strict else '>='} {low:g}"
-        raise ValueError(f"{name} values must be finite {'ints' if kind is int else 'numbers'} {rule}; bad: {bad}")
-    return list(dict.fromkeys(kind(v) for v in values))
 
 
 def _open(store: FeatureStore, ref: str | os.PathLike, taps: Sequence[str], names: list[str], split: str) -> Entry:
@@ -177,13 +164,13 @@ def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = 
     if unknown or not heads:
         raise ValueError(f"heads {heads} must be a non-empty subset of {sorted(HEADS)}; unknown: {unknown}")
     heads = list(dict.fromkeys(heads))
-    lrs = _values("lr", lrs, float, 0.0, strict=True)
-    weight_decays = _values("weight_decay", weight_decays, float, 0.0, strict=False)
-    hidden = tuple(_values("hidden", hidden, int, 0, strict=True))
-    l2s = _values("l2", l2s, float, 0.0, strict=True)
-    ks = sorted(_values("k", ks, int, 0, strict=True))
-    (epochs,) = _values("epochs", [epochs], int, 0, strict=True)
-    (batch_size,) = _values("batch_size", [batch_size], int, 0, strict=True)
+    lrs = [float(v) for v in check_values("lr", lrs)]
+    weight_decays = [float(v) for v in check_values("weight_decay", weight_decays)]
+    hidden = tuple(check_values("hidden", hidden, "width"))
+    l2s = [float(v) for v in check_values("l2", l2s)]
+    ks = sorted(check_values("k", ks))
+    (epochs,) = check_values("epochs", [epochs])
+    (batch_size,) = check_values("batch_size", [batch_size])
     if spatial not in SPATIAL:
         raise ValueError(f"spatial {spatial!r} is not supported; valid: {list(SPATIAL)}")
     note = progress or (lambda message: None)

@@ -40,18 +40,24 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "solver": [StrOptions({"lbfgs", "adamw"})],
     "activation": [StrOptions({"relu", "gelu", "tanh"})],
     "hidden": [tuple, list],
-    "alpha": [Interval(Real, 0, None, closed="neither")],
-    "n_neighbors": [POSITIVE_INT],
+    "l2": [Interval(Real, 0, None, closed="neither")],
+    "k": [POSITIVE_INT],
+    "width": [POSITIVE_INT],  # one hidden layer's width
 }
 """Each hyperparameter's allowed values (scikit-learn constraint objects), shared by every head."""
 
 
-def check_values(name: str, values: np.ndarray) -> None:
-    """ValueError unless every entry of a per-head array satisfies CONSTRAINTS[name]; the message lists them."""
-    (constraint,) = CONSTRAINTS[name]
-    bad = [v for v in np.asarray(values).tolist() if not constraint.is_satisfied_by(v)]
+def check_values(name: str, values: Any, constraint: str | None = None) -> list:
+    """The distinct values of a grid or per-head array, in order; ValueError unless it is non-empty and every
+    value satisfies CONSTRAINTS[constraint or name] (the message lists the bad ones)."""
+    values = np.asarray(values).tolist() if isinstance(values, np.ndarray) else list(values)
+    if not values:
+        raise ValueError(f"{name} needs at least one value")
+    (rule,) = CONSTRAINTS[constraint or name]
+    bad = [v for v in values if isinstance(v, bool) or not rule.is_satisfied_by(v)]
     if bad:
-        raise ValueError(f"{name} must be {constraint}; bad values: {bad}")
+        raise ValueError(f"{name} must be {rule}; bad values: {bad}")
+    return list(dict.fromkeys(values))
 
 
 def finite_rows(X: np.ndarray, name: str) -> None:
