@@ -68,9 +68,10 @@ def test_train_command_holds_out_val_and_reduces_spatial_features(store, tmp_pat
     assert metrics["n_features"] == 24 and metrics["spatial"] == "flatten"
     assert metrics["val"]["accuracy"] > 0.9
     assert metrics["entries"]["val"] == "10% of train (seed 0)"
-    code = main(["train", "--features", str(train.path), "--layer", "feat", "--spatial", "max", "--max-iter", "2",
-                 "--out", str(tmp_path / "max"), "--json"])
-    assert code == 0 and json.loads(capsys.readouterr().out)["n_features"] == 4
+    code = main(["train", "--features", str(train.path), "--layer", "-1", "--spatial", "max", "--max-iter", "2",
+                 "--out", str(tmp_path / "max"), "--json"])  # a tap index, as extract --layer takes
+    metrics = json.loads(capsys.readouterr().out)
+    assert code == 0 and metrics["n_features"] == 4 and metrics["layer"] == "feat"
 
 
 def test_reduce_spatial():
@@ -89,6 +90,9 @@ def test_train_command_user_errors(store, tmp_path, capsys):
     train = _write(store, "train", 30, (4,), 0)
     assert main(["train", "--features", train.digest[:8], "--layer", "nope", "--cache-dir", str(store.root)]) == 2
     assert "tap 'nope' is not in" in capsys.readouterr().err
+    assert main(["train", "--features", train.digest[:8], "--layer", "-2", "--cache-dir", str(store.root)]) == 2
+    err = capsys.readouterr().err
+    assert "tap '-2' is not in" in err and "its taps: ['feat']" in err
     assert main(["train", "--features", "ffff", "--layer", "feat", "--cache-dir", str(store.root)]) == 2
     assert "no cache entry matches 'ffff'" in capsys.readouterr().err
     assert main(["train", "--features", str(train.path), "--layer", "feat", "--dropout", "0.1"]) == 2

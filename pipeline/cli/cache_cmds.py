@@ -6,6 +6,7 @@ import argparse
 import time
 
 from pipeline.cli.backbone_cmds import parse_classes
+from pipeline.data.splits import SPLITS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +46,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_subset_args(p: argparse.ArgumentParser) -> None:
     """--split, --classes, --limit, --per-class, --seed: which items of a data set."""
-    p.add_argument("--split", default="train", choices=["train", "val", "test", "trainval"])
+    p.add_argument("--split", default="train", choices=SPLITS,
+                   help="which items (default: %(default)s). Data sets with their own test file (fashion-mnist, "
+                   "mnist): test = that file, trainval = the train file. Others: test = a seeded stratified 20%%, "
+                   "trainval = the other 80%%, all = every item in data set order. Everywhere: val = a stratified "
+                   "10%% of trainval, train = the rest of trainval (72%% of a data set without its own test file)")
     p.add_argument("--classes", default=None, help="keep these classes, e.g. '5-9' (relabelled 0..K-1)")
     p.add_argument("--limit", type=int, default=None, help="at most N images (stratified)")
     p.add_argument("--per-class", type=int, default=None, help="N images of every class")

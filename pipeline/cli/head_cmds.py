@@ -15,7 +15,8 @@ COMMON = ("class_weight", "standardize")
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a linear or MLP head on cached features")
     p.add_argument("--features", required=True, metavar="ENTRY", help="training entry: digest prefix, file or path")
-    p.add_argument("--layer", required=True, metavar="TAP", help="tap of the entry to train on")
+    p.add_argument("--layer", required=True, metavar="TAP",
+                   help="tap of the entry to train on: a name or an index (-1: the last tap)")
     p.add_argument("--head", choices=["linear", "mlp"], default="linear")
     p.add_argument("--val", default=None, metavar="ENTRY", help="validation entry (default: a stratified 10%% "
                    "of the training entry, seeded by --seed)")

@@ -177,9 +177,7 @@ def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = 
 
     store = FeatureStore(cache_dir)
     train_entry = open_entry(store.resolve(features))
-    taps = list(dict.fromkeys(layers)) if layers else list(train_entry.taps)
-    for tap in taps:
-        train_entry.tap(tap)
+    taps = list(dict.fromkeys(train_entry.resolve_tap(t) for t in layers)) if layers else list(train_entry.taps)
     names = train_entry.class_names
     others = {split: _open(store, ref, taps, names, split) for split, ref in (("val", val), ("test", test))
               if ref is not None}

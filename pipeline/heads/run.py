@@ -65,7 +65,7 @@ def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val:
 
     Args:
         features: the training entry: anything FeatureStore.resolve accepts (digest prefix, file name, path).
-        layer: the tap to train on. head: 'linear' or 'mlp'.
+        layer: the tap to train on: a name or an index (-1: the last). head: 'linear' or 'mlp'.
         val: validation entry; None holds out a seeded stratified 10% of `features`. test: optional test entry.
         spatial: how spatial (H, W, C) features become vectors: 'avg', 'max' or 'flatten'.
         hyperparameters: keyword arguments of LinearHead / MLPHead (seed defaults to `seed`).
@@ -79,7 +79,7 @@ def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val:
         raise ValueError(f"head {head!r} is not supported; valid: {sorted(HEADS)}")
     store = FeatureStore(cache_dir)
     train_entry = _open(store, features)
-    train_entry.tap(layer)
+    layer = train_entry.resolve_tap(layer)  # a name or an index, as extract --layer takes
     X, y = _load(train_entry, layer, spatial)
     names = train_entry.class_names
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}

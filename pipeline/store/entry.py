@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
+from pipeline.taps import resolve_taps
+
 from .codec import canonical_json, read_attrs
 from .errors import CorruptEntryError, NonFiniteFeaturesError, remove_hint
 from .keys import digest_of
@@ -74,11 +76,18 @@ class Entry:
         # network filesystems) buys nothing.
         return h5py.File(self.path, "r", locking=False)
 
-    def tap(self, name: str) -> TapInfo:
-        """TapInfo of `name`; an unknown tap raises ValueError listing the entry's taps."""
-        if name not in self.taps:
-            raise ValueError(f"tap {name!r} is not in {self.path.name}; its taps: {list(self.taps)}")
-        return self.taps[name]
+    def resolve_tap(self, tap: str | int) -> str:
+        """The name of a tap given by name or index (negative allowed, as `extract --layer`); an unknown tap
+        raises ValueError listing the entry's taps."""
+        try:
+            (name,) = resolve_taps(list(self.taps), [tap])
+        except ValueError:
+            raise ValueError(f"tap {tap!r} is not in {self.path.name}; its taps: {list(self.taps)}") from None
+        return name
+
+    def tap(self, name: str | int) -> TapInfo:
+        """TapInfo of a tap given by name or index; an unknown tap raises ValueError listing the entry's taps."""
+        return self.taps[self.resolve_tap(name)]
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -92,9 +101,9 @@ class Entry:
         with self.open() as f:
             return read_rows(self.path, f["ids"].asstr(), 0, self.n).tolist()
 
-    def features(self, tap: str) -> np.ndarray:
-        """All features of one tap, (N, *shape), in the stored dtype (float32 for bfloat16 taps)."""
-        self.tap(tap)
+    def features(self, tap: str | int) -> np.ndarray:
+        """All features of one tap (name or index), (N, *shape), in the stored dtype (float32 for bfloat16 taps)."""
+        tap = self.resolve_tap(tap)
         with self.open() as f:
             return read_rows(self.path, f[f"features/{tap}"], 0, self.n)
 
