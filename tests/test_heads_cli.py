@@ -110,3 +110,18 @@ def test_train_command_user_errors(store, tmp_path, capsys):
                  "--lr", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "The 'lr' parameter of LinearHead must be a float in the range (0.0, inf). Got -1.0" in \
         capsys.readouterr().err
+
+
+def test_confusion_matrix_rows_name_each_class_once_and_the_curve_has_one_legend_off_the_axes():
+    from pipeline.cli.head_cmds import format_confusion
+    from pipeline.heads.plots import learning_curve_figure
+
+    assert format_confusion([[36, 1], [0, 12]], ["0", "1"]) == ["   0  1", "0 36  1", "1  0 12"]
+    assert format_confusion([[3, 0], [1, 2]], ["cat", "dog"]) == ["      0 1", "0 cat 3 0", "1 dog 1 2"]
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_accuracy": 0.5 + e / 20} for e in (1, 2, 3)]
+    fig = learning_curve_figure(history, "t")
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["train loss", "val loss", "val accuracy"]
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert all(legend.y1 <= ax.get_tightbbox(renderer).y0 for ax in fig.axes)  # below every axes and its labels

@@ -71,13 +71,14 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _print_confusion(matrix: list[list[int]], names: list[str]) -> None:
-    """Rows '<index> <name>' then counts; columns are headed by class index."""
+def format_confusion(matrix: list[list[int]], names: list[str]) -> list[str]:
+    """Lines of the matrix: a header of class indices, then per row '<index> <name>' and its counts; the name is
+    left out where it only repeats the index (digits' '0'..'9')."""
     width = max(len(str(v)) for row in matrix for v in row + [len(names) - 1]) + 1
-    label = len(str(len(names) - 1)) + 1 + max(len(n) for n in names)
-    print(" " * label + "".join(str(j).rjust(width) for j in range(len(names))))
-    for i, (name, row) in enumerate(zip(names, matrix)):
-        print(f"{i} {name}".ljust(label) + "".join(str(v).rjust(width) for v in row))
+    labels = [str(i) if name == str(i) else f"{i} {name}" for i, name in enumerate(names)]
+    label = max(len(text) for text in labels)
+    return [" " * label + "".join(str(j).rjust(width) for j in range(len(names)))] + \
+        [text.ljust(label) + "".join(str(v).rjust(width) for v in row) for text, row in zip(labels, matrix)]
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -112,5 +113,5 @@ def print_train(result) -> None:
     print_table([{"class": n, "accuracy": "-" if a is None else f"{a:.4f}", "n": sum(m[final]["confusion_matrix"][i])}
                  for i, (n, a) in enumerate(m[final]["per_class_accuracy"].items())], ["class", "accuracy", "n"])
     print(f"\nconfusion matrix ({final}; rows true, columns predicted):")
-    _print_confusion(m[final]["confusion_matrix"], names)
+    print("\n".join(format_confusion(m[final]["confusion_matrix"], names)))
     print(f"\nwrote {', '.join(f.name for f in result.files)} to {result.out_dir}")

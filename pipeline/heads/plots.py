@@ -17,25 +17,31 @@ def _pyplot():
     return plt
 
 
-def learning_curve(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Train/validation loss and validation accuracy per epoch (iteration, for L-BFGS)."""
+def learning_curve_figure(history: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """The learning-curve figure: losses on the left axis, validation accuracy on the right, and ONE legend
+    for both, below the axes, so it covers neither the curves nor another legend."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
-    fig, loss_ax = plt.subplots(figsize=(6, 4))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    fig, loss_ax = plt.subplots(figsize=(6, 4.5))
+    lines = loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
     if history and "val_loss" in history[0]:
-        loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val loss")
+        lines += loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val loss")
         acc_ax = loss_ax.twinx()
-        acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "g--", label="val accuracy")
+        lines += acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "g--", label="val accuracy")
         acc_ax.set_ylabel("accuracy")
-        acc_ax.legend(loc="center right")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("cross-entropy")
-    loss_ax.legend(loc="upper right")
     loss_ax.set_title(title)
-    fig.tight_layout()
+    fig.legend(lines, [line.get_label() for line in lines], loc="lower center", ncol=len(lines), frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # the bottom strip is the legend's
+    return fig
+
+
+def learning_curve(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Train/validation loss and validation accuracy per epoch (iteration, for L-BFGS), as a PNG."""
+    fig = learning_curve_figure(history, title)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
