@@ -86,7 +86,6 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = backbones.create(backbone, weights)
     names = backbones.resolve_taps(model.tap_names(), taps)
-    apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)  # validates pool, dtype
     side = resolution or model.preprocessing.resolution
     source = open_source(dataset, split, classes=classes, limit=limit, per_class=per_class, seed=seed,
                          on_error=on_error)
@@ -96,6 +95,8 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     if hit is not None:
         return ExtractResult(hit, True, 0, time.perf_counter() - start, skipped=hit.skipped)
 
+    # only a miss needs the program (a hit skips placing the weights on every device); validates pool, dtype
+    apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)
     infos = {t.name: t for t in model.tap_infos(side)}
     specs = {t: TapSpec(pooled_shape(infos[t].shape, pool), dtype, infos[t].stride, {"tap_index": i})
              for i, t in enumerate(model.tap_names()) if t in names}

@@ -58,7 +58,8 @@ def _standardized(path: str):
 
 def _ours_linear(path: str, compile_dir: str, rows: int) -> dict:
     start = time.perf_counter()
-    from pipeline.heads import LinearHead, enable_compile_cache
+    from pipeline.compile_cache import enable_compile_cache
+    from pipeline.heads import LinearHead
 
     enable_compile_cache(compile_dir)
     times = {"import_s": time.perf_counter() - start}
@@ -90,7 +91,8 @@ def _sk_logreg(path: str, rows: int) -> dict:
 def _ours_sweep(path: str, compile_dir: str) -> dict:
     import itertools
 
-    from pipeline.heads import enable_compile_cache, train_heads
+    from pipeline.compile_cache import enable_compile_cache
+    from pipeline.heads import train_heads
 
     enable_compile_cache(compile_dir)
     x, y, xt, yt = _standardized(path)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from four_cases_report import write_report  # noqa: E402
 
-from pipeline.cli import use_compile_cache  # noqa: E402
+from pipeline.compile_cache import use_compile_cache  # noqa: E402
 from pipeline.data import open_source  # noqa: E402
 from pipeline.finetune import finetune  # noqa: E402
 from pipeline.jobs import Job, available_cores, core_groups, run_jobs  # noqa: E402

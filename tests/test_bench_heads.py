@@ -10,7 +10,8 @@ import pytest
 from helpers import assert_allclose
 
 from pipeline.cli import main
-from pipeline.heads import enable_compile_cache, train_heads
+from pipeline.compile_cache import enable_compile_cache
+from pipeline.heads import train_heads
 from pipeline.heads.bench import bench_heads
 from pipeline.heads.checks import stratified_holdout
 from pipeline.store import FeatureStore, TapSpec

@@ -7,7 +7,8 @@ import pytest
 from helpers import assert_allclose
 
 from pipeline.cli import main
-from pipeline.heads import enable_compile_cache, load_head, reduce_spatial
+from pipeline.compile_cache import enable_compile_cache
+from pipeline.heads import load_head, reduce_spatial
 from pipeline.store import FeatureStore, TapSpec
 
 CLASSES = ["cat", "dog", "eel"]

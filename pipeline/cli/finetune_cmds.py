@@ -56,7 +56,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from pipeline.cli import print_json, use_compile_cache
+    from pipeline.cli import print_json
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.finetune import finetune
 
     use_compile_cache()

@@ -82,7 +82,8 @@ def format_confusion(matrix: list[list[int]], names: list[str]) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, use_compile_cache
+    from pipeline.cli import print_json
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.heads import train
 
     hyper = _hyperparameters(args)

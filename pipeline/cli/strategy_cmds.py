@@ -30,7 +30,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_case(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table, use_compile_cache
+    from pipeline.cli import print_json, print_table
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.strategy import run_case
 
     use_compile_cache()
@@ -52,7 +53,8 @@ def _run_case(args: argparse.Namespace) -> None:
 
 
 def _advise(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table, use_compile_cache
+    from pipeline.cli import print_json, print_table
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.strategy import advise
 
     use_compile_cache()

@@ -3,7 +3,7 @@ and training-free evaluators (ridge over many L2 values from one eigendecomposit
 
 from pipeline.heads.bench import BenchResult, bench_heads
 from pipeline.heads.checks import NotFittedError
-from pipeline.heads.engine import SweepResult, enable_compile_cache, train_heads
+from pipeline.heads.engine import SweepResult, train_heads
 from pipeline.heads.estimators import HEADS, LinearHead, MLPHead, load_head
 from pipeline.heads.knn import knn_accuracy
 from pipeline.heads.logme import logme
@@ -12,6 +12,6 @@ from pipeline.heads.run import TrainResult, reduce_spatial, train
 
 __all__ = [
     "BenchResult", "HEADS", "LinearHead", "MLPHead", "NotFittedError", "RidgeModel", "RidgeSolver", "RidgeSweep",
-    "SweepResult", "TrainResult", "bench_heads", "enable_compile_cache", "fit_ridge", "knn_accuracy", "load_head",
+    "SweepResult", "TrainResult", "bench_heads", "fit_ridge", "knn_accuracy", "load_head",
     "logme", "reduce_spatial", "ridge_sweep", "train", "train_heads",
 ]

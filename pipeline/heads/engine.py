@@ -5,7 +5,7 @@ Each epoch is one compiled call: a `jax.lax.scan` over minibatches whose body `j
 over the head axis, so every head sees the same minibatch while its learning rate, weight decay,
 dropout and init seed are its own. A single head is H=1 of the same program. Shapes are static (the
 ragged last batch is padded and masked), so a fit compiles once per (N, D, K, H, batch size, epochs,
-architecture); `enable_compile_cache` makes later processes reuse the compiled programs. Sweeps are first-order only:
+architecture); pipeline.compile_cache makes later processes reuse the compiled programs. Sweeps are first-order only:
 vmapping optax.lbfgs over heads was measured at 877 s and 12 GB, so L-BFGS serves single fits (lbfgs.py).
 """
 
@@ -16,7 +16,6 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -33,23 +32,6 @@ _EXECUTABLES: OrderedDict[tuple, Any] = OrderedDict()  # least recently used fir
 MIN_ROWS = 256  # smaller training sets are padded to this many rows: one program for all of them
 MIN_FEATURES = 64  # narrower features are padded with zero columns to this width
 MAX_EXECUTABLES = 64  # enough for a grid search's shapes; older programs are dropped, not kept for the process
-
-
-def enable_compile_cache(directory: str | Path | None) -> None:
-    """Turns on JAX's persistent compilation cache in `directory` (None turns it off).
-
-    The train command uses <cache dir>/jax-compile. Every program taking over 0.1 s to compile is stored
-    there, so a second process loads it instead of running XLA again. JAX fixes the cache location the
-    first time it compiles anything, so the cache is reset here: the new directory applies even after
-    earlier compilations in this process.
-    """
-    from jax.experimental.compilation_cache import compilation_cache
-
-    if directory is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", None if directory is None else str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-    compilation_cache.reset_cache()
 
 
 @dataclass
