@@ -11,6 +11,8 @@ from flax import nnx
 
 from pipeline.taps import Tap, resolve_taps  # the one resolver, shared with the store and heads
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # compute dtypes of extraction and fine-tuning
+
 
 @dataclass(frozen=True)
 class TapInfo:

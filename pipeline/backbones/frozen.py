@@ -11,11 +11,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pipeline.backbones.base import Backbone, Tap, resolve_taps
+from pipeline.backbones.base import DTYPES, Backbone, Tap, resolve_taps
 
 POOLS = ("avg", "max", "grid", "none")
 GRID = 4  # 'grid' pooling keeps a GRID x GRID map of region averages
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _region_means(size: int) -> np.ndarray:

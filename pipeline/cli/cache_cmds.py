@@ -6,7 +6,9 @@ import argparse
 import time
 
 from pipeline.cli.backbone_cmds import parse_classes
-from pipeline.data.splits import SPLITS
+from pipeline.backbones.base import DTYPES
+from pipeline.backbones.frozen import POOLS
+from pipeline.data import ON_ERROR, SPLITS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -18,12 +20,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="digits", help="data SPEC: digits, fashion-mnist[:DIR], mnist:DIR, "
                    "folder:PATH, npz:PATH, h5:PATH (default: %(default)s)")
     add_subset_args(p)
-    p.add_argument("--pool", choices=["avg", "max", "grid", "none"], default="avg",
+    p.add_argument("--pool", choices=POOLS, default="avg",
                    help="spatial taps: global avg/max, 4x4 grid of region averages, or whole maps")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--resolution", type=int, default=None, help="input side (default: the backbone's)")
-    p.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="bad image files")
+    p.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad image files")
     p.add_argument("--compression", choices=["lzf", "gzip"], default=None, help="HDF5 compression (default none)")
     p.add_argument("--cache-dir", default=None, help="feature store (default: $PIPELINE_CACHE_DIR or ./cache)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")

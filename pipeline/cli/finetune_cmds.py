@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.backbones.base import DTYPES
 from pipeline.cli.backbone_cmds import parse_classes
+from pipeline.finetune.groups import MODES
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def add_tuning_args(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pre-trained backbone with a new classifier")
     add_target_args(p)
-    p.add_argument("--mode", default="full", choices=("full", "last-k", "lp-ft", "scratch"))
+    p.add_argument("--mode", default="full", choices=MODES)
     p.add_argument("--k", type=int, default=None, help="last-k: trainable stages before the classifier")
     p.add_argument("--transfer", type=int, default=None,
                    help="copy only the first N stages; later ones start from random init (default: all)")
@@ -45,7 +47,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="update BatchNorm statistics (default: frozen, except in mode scratch)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-finetune-<mode>); "

@@ -13,11 +13,14 @@ COMMON = ("class_weight", "standardize")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from pipeline.heads.checks import options
+    from pipeline.heads.estimators import HEADS
+
     p = sub.add_parser("train", help="train a linear or MLP head on cached features")
     p.add_argument("--features", required=True, metavar="ENTRY", help="training entry: digest prefix, file or path")
     p.add_argument("--layer", required=True, metavar="TAP",
                    help="tap of the entry to train on: a name or an index (-1: the last tap)")
-    p.add_argument("--head", choices=["linear", "mlp"], default="linear")
+    p.add_argument("--head", choices=list(HEADS), default="linear")
     p.add_argument("--val", default=None, metavar="ENTRY", help="validation entry (default: a stratified 10%% "
                    "of the training entry, seeded by --seed)")
     p.add_argument("--test", default=None, metavar="ENTRY", help="test entry, evaluated once at the end")
@@ -25,7 +28,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="how spatial (pool 'none') features become vectors (default: %(default)s)")
     hp = p.add_argument_group("hyperparameters (default: the head's own; the linear head's default is L-BFGS on "
                               "LogisticRegression()'s objective)")
-    hp.add_argument("--solver", choices=["lbfgs", "adamw"], help="linear head: lbfgs (default; --C, --max-iter, "
+    hp.add_argument("--solver", choices=options("solver"), help="linear head: lbfgs (default; --C, --max-iter, "
                     "--tol) or adamw (minibatch; --lr, --weight-decay, --epochs, --batch-size, --early-stopping)")
     hp.add_argument("--C", type=float, help="inverse L2 strength of --solver lbfgs, as scikit-learn's")
     hp.add_argument("--max-iter", type=int, help="L-BFGS iterations")
@@ -35,7 +38,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     hp.add_argument("--epochs", type=int)
     hp.add_argument("--batch-size", type=int)
     hp.add_argument("--hidden", type=_widths, help="MLP hidden widths, e.g. 256 or 512,128")
-    hp.add_argument("--activation", choices=["relu", "gelu", "tanh"], help="MLP only")
+    hp.add_argument("--activation", choices=options("activation"), help="MLP only")
     hp.add_argument("--dropout", type=float, help="MLP only")
     hp.add_argument("--class-weight", choices=["balanced"], help="weight classes by inverse frequency")
     hp.add_argument("--no-standardize", dest="standardize", action="store_false", default=None)

@@ -22,13 +22,15 @@ import jax
 import numpy as np
 
 from pipeline.heads import plots
+from pipeline.heads.checks import check_values, stratified_holdout
 from pipeline.heads.engine import SweepResult, metrics, train_heads
 from pipeline.heads.estimators import HEADS
 from pipeline.heads.knn import knn_accuracy
 from pipeline.heads.logme import logme
+from pipeline.heads.model import standardizer
 from pipeline.heads.ridge import fit_ridge
 from pipeline.heads.run import SPATIAL, VAL_FRACTION, reduce_spatial
-from pipeline.heads.checks import check_values, stratified_holdout
+from pipeline.paths import run_dir
 from pipeline.store import Entry, FeatureStore, open_entry
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2)
@@ -74,9 +76,8 @@ def _open(store: FeatureStore, ref: str | os.PathLike, taps: Sequence[str], name
 
 
 def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """float32 z-scores with the training mean and std (a constant column keeps scale 1), as LinearHead does."""
-    mean, scale = train.mean(axis=0), train.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
+    """float32 z-scores with the training mean and std, as LinearHead does."""
+    mean, scale = standardizer(train)
     return [((x - mean) / scale).astype(np.float32) for x in (train, *others)]
 
 
@@ -134,7 +135,7 @@ def _rank(rows: list[dict]) -> list[dict]:
 
 def default_out_dir() -> Path:
     """results/bench-heads-<UTC timestamp>."""
-    return Path("results") / f"bench-heads-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    return run_dir("bench-heads", "results")
 
 
 def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = None,

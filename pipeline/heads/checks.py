@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import type_of_target
 
 from pipeline.data.splits import stratified_pick
 
-__all__ = ["CONSTRAINTS", "NotFittedError", "check_features", "check_labels", "check_classes", "check_same_width",
+__all__ = ["CONSTRAINTS", "NotFittedError", "options", "check_features", "check_labels", "check_classes", "check_same_width",
            "check_known_labels", "check_positive_int", "check_values", "encode_labels", "class_weights",
            "stratified_holdout", "finite_rows"]
 
@@ -45,6 +45,11 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "width": [POSITIVE_INT],  # one hidden layer's width
 }
 """Each hyperparameter's allowed values (scikit-learn constraint objects), shared by every head."""
+
+
+def options(name: str) -> list[str]:
+    """The allowed strings of a string-valued hyperparameter (for the CLI's choices), in sorted order."""
+    return sorted(next(c for c in CONSTRAINTS[name] if isinstance(c, StrOptions)).options)
 
 
 def check_values(name: str, values: Any, constraint: str | None = None) -> list:

@@ -25,7 +25,7 @@ import optax
 
 from pipeline.heads.checks import check_values
 from pipeline.heads.model import forward, init_params, weighted_loss
-from pipeline.training import decay_mask, warmup_cosine
+from pipeline.optim import decay_mask, warmup_cosine
 
 HPARAMS = {"lr": None, "weight_decay": 0.0, "dropout": 0.0, "seed": 0}  # per-head values and their defaults
 _EXECUTABLES: OrderedDict[tuple, Any] = OrderedDict()  # least recently used first

@@ -23,8 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from pipeline.heads import checks
 from pipeline.heads.engine import train_heads
 from pipeline.heads.lbfgs import fit_lbfgs
-from pipeline.heads.model import forward
-from pipeline.heads.persist import read_head, write_head
+from pipeline.heads.model import forward, standardizer
 
 _NOT_FITTED = ("this %(name)s instance is not fitted yet; call fit(X, y) before predict, predict_proba, "
                "decision_function, score or save")
@@ -72,15 +71,14 @@ class _Head(ClassifierMixin, BaseEstimator):
             keep, held = checks.stratified_holdout(y_idx, self.validation_fraction, self.seed)
             X, X_val, y_idx, yv_idx = X[keep], X[held], y_idx[keep], y_idx[held]
         weights = checks.class_weights(self.class_weight, classes, y_idx)
-        mean = X.mean(axis=0) if self.standardize else np.zeros(X.shape[1], np.float32)
-        scale = X.std(axis=0) if self.standardize else np.ones(X.shape[1], np.float32)
-        scale = np.where(scale > 1e-12, scale, 1.0).astype(np.float32)  # constant features stay constant
+        mean, scale = standardizer(X) if self.standardize else (np.zeros(X.shape[1], np.float32),
+                                                                   np.ones(X.shape[1], np.float32))
         Xs = (X - mean) / scale
         Xv = None if X_val is None else (X_val - mean) / scale
         params, history, best_epoch, compile_s = self._train(Xs, y_idx, Xv, None if Xv is None else yv_idx,
                                                              len(classes), weights)
         self.classes_ = classes
-        self.mean_, self.scale_ = mean.astype(np.float32), scale
+        self.mean_, self.scale_ = mean, scale
         self.params_ = [{k: np.asarray(v) for k, v in layer.items()} for layer in params]
         self.history_ = [{"epoch": e + 1, **{k: float(h[e]) for k, h in history.items()}}
                          for e in range(len(history["train_loss"]))]
@@ -104,6 +102,8 @@ class _Head(ClassifierMixin, BaseEstimator):
             path: the .safetensors file to write (its directory must exist).
             info: extra JSON-able provenance kept with the head, e.g. cache entry digest, tap, metrics.
         """
+        from pipeline.heads.persist import write_head  # imports the weights package only when saving
+
         check_is_fitted(self, msg=_NOT_FITTED)
         config = {"class": type(self).__name__, "hyperparameters": self.get_params(),
                   "classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
@@ -136,6 +136,13 @@ class _Head(ClassifierMixin, BaseEstimator):
         """(N,) predicted labels, drawn from classes_."""
         logits = self._logits(X)  # first: it raises NotFittedError on an unfitted head
         return self.classes_[np.argmax(logits, axis=1)]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy on (X, y); ClassifierMixin's (which imports sklearn.metrics) only with sample_weight."""
+        if sample_weight is not None:
+            return super().score(X, y, sample_weight)
+        pred = self.predict(X)
+        return float(np.mean(pred == checks.check_labels(y, len(pred))))
 
 
 class LinearHead(_Head):
@@ -225,6 +232,8 @@ def load_head(path: str | Path) -> _Head:
     Returns:
         The fitted head, with `info_` holding the provenance given at save time.
     """
+    from pipeline.heads.persist import read_head
+
     params, mean, scale, config, info = read_head(path)
     classes = {cls.__name__: cls for cls in HEADS.values()}
     if config["class"] not in classes:

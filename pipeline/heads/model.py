@@ -8,6 +8,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -20,6 +21,12 @@ def _gelu(h: Any, xp: Any) -> Any:
 ACTIVATIONS = {"relu": lambda h, xp: xp.maximum(h, 0), "gelu": _gelu, "tanh": lambda h, xp: xp.tanh(h)}
 
 Params = list[dict[str, jax.Array]]  # one {'w': (D_in, D_out), 'b': (D_out,)} per layer
+
+
+def standardizer(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) float32 (D,) z-scoring of (N, D) training features; a constant column keeps scale 1."""
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    return mean.astype(np.float32), np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
 
 
 def init_params(key: jax.Array, n_features: int, n_classes: int, hidden: Sequence[int], activation: str,

@@ -15,6 +15,7 @@ from pipeline.heads import plots
 from pipeline.heads.estimators import HEADS
 from pipeline.heads.metrics import evaluate
 from pipeline.heads.checks import stratified_holdout
+from pipeline.paths import run_dir
 from pipeline.store import Entry, FeatureStore, open_entry
 
 SPATIAL = ("avg", "max", "flatten")
@@ -54,7 +55,7 @@ def _load(entry: Entry, layer: str, spatial: str) -> tuple[np.ndarray, np.ndarra
 
 def default_out_dir(head: str) -> Path:
     """runs/<UTC timestamp>-<head>."""
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{head}"
+    return run_dir(head)
 
 
 def train(features: str | os.PathLike, layer: str, head: str = "linear", *, val: str | os.PathLike | None = None,
