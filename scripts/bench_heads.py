@@ -223,7 +223,8 @@ def _sklearn_sweep(data: str) -> dict:
 
 
 def main() -> None:
-    args, is_worker = parse_args(__doc__, "6,000 training rows (a smoke run)")
+    args, is_worker = parse_args(__doc__, "6,000 training rows (a smoke run)",
+                                 {"--linear-only": "only the one-linear-head rows (no sweep, no ridge)"})
     if is_worker:
         run_worker(args, WORKERS)
         return
@@ -238,24 +239,59 @@ def main() -> None:
                                     "ours_warm": _spawn("ours_linear", data, compile_dir, rows),
                                     "sklearn": _spawn("sk_logreg", data, rows)}
                              for rows in (QUICK_SIZES if args.quick else SIZES)}
-        results["sweep"] = {"ours_cold": _spawn("ours_sweep", data, compile_dir)}
-        results["sweep"]["sklearn"] = _sklearn_sweep(data)
-        results["ridge"] = {"ours": _spawn("ours_ridge", data), "numpy_solve": _spawn("np_ridge", data)}
+        if not args.linear_only:
+            results["sweep"] = {"ours_cold": _spawn("ours_sweep", data, compile_dir)}
+            results["sweep"]["sklearn"] = _sklearn_sweep(data)
+            results["ridge"] = {"ours": _spawn("ours_ridge", data), "numpy_solve": _spawn("np_ridge", data)}
     _report(results)
 
 
 def _report(results: dict) -> None:
     """Prints the table and writes results/bench_heads.json."""
-    lin, sw, rg = results["linear"], results["sweep"], results["ridge"]
-    ours = sw["ours_cold"]
-    best_ours = max(ours[k]["best_test_accuracy"] for k in ("linear", "mlp"))
-    best_sk = max(f["test_accuracy"] for f in sw["sklearn"]["fits"])
-    sk_kind = {k: max(f["test_accuracy"] for f in sw["sklearn"]["fits"] if f["kind"] == k) for k in ("linear", "mlp")}
+    lin = results["linear"]
     rows = [(f"one linear head, {n:,} rows ({state} compile cache)", run[f"ours_{state}"]["process_s"],
              run["sklearn"]["process_s"],
              f"{run[f'ours_{state}']['test_accuracy']:.4f} vs {run['sklearn']['test_accuracy']:.4f}")
             for n, run in lin.items() for state in ("cold", "warm")]
-    rows += [("64-head sweep vs 64 fits (extrapolated)", ours["process_s"], sw["sklearn"]["extrapolated_64_s"],
+    if "sweep" in results:
+        rows += _sweep_rows(results)
+    table = [("benchmark", "ours s", "baseline s", "speed-up", "test accuracy (ours vs baseline)")]
+    table += [(name, f"{a:.1f}", f"{b:.1f}", f"{b / a:.1f}x", acc) for name, a, b, acc in rows]
+    results["table"] = [dict(zip(table[0], r)) for r in table[1:]]
+    width = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
+    phases = ("import_s", "load_s", "fit_s", "score_s")
+    for n, run in lin.items():
+        for who in ("ours_cold", "ours_warm", "sklearn"):
+            r = run[who]
+            spent = ", ".join(f"{k[:-2]} {r[k]:.2f}" for k in phases)
+            extra = f" (compile {r['compile_s']:.2f})" if "compile_s" in r else ""
+            print(f"  {n:>6,} rows {who:<9}: process {r['process_s']:.2f} s = start "
+                  f"{r['process_s'] - sum(r[k] for k in phases):.2f} + {spent}{extra}; {r['n_iter']} iterations")
+    if "sweep" in results:
+        sw = results["sweep"]
+        ours = sw["ours_cold"]
+        timed = ", ".join(f"{f['kind']} wd={f['weight_decay']:g} {f['seconds']:.1f} s" for f in sw["sklearn"]["fits"])
+        print(f"sweep ({len(LRS)} lr x {len(WDS)} wd x {len(SEEDS)} seeds per head kind, {EPOCHS} epochs, MLP "
+              f"hidden {HIDDEN}): {ours['linear']['heads']} linear heads {ours['linear']['seconds']:.1f} s (compile "
+              f"{ours['linear']['compile_s']:.1f} s), {ours['mlp']['heads']} MLP heads {ours['mlp']['seconds']:.1f} s "
+              f"(compile {ours['mlp']['compile_s']:.1f} s); sklearn fits timed: {timed}; the rest extrapolated "
+              "linearly")
+    out = ROOT / "results" / "bench_heads.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+def _sweep_rows(results: dict) -> list[tuple]:
+    """The sweep and ridge rows of the table."""
+    sw, rg = results["sweep"], results["ridge"]
+    ours = sw["ours_cold"]
+    best_ours = max(ours[k]["best_test_accuracy"] for k in ("linear", "mlp"))
+    best_sk = max(f["test_accuracy"] for f in sw["sklearn"]["fits"])
+    sk_kind = {k: max(f["test_accuracy"] for f in sw["sklearn"]["fits"] if f["kind"] == k) for k in ("linear", "mlp")}
+    return [("64-head sweep vs 64 fits (extrapolated)", ours["process_s"], sw["sklearn"]["extrapolated_64_s"],
              f"best {best_ours:.4f} vs best timed {best_sk:.4f}"),
             (f"64-head sweep vs {sw['sklearn']['distinct_fits']} distinct fits (extrapolated)", ours["process_s"],
              sw["sklearn"]["extrapolated_distinct_s"], ""),
@@ -269,29 +305,6 @@ def _report(results: dict) -> None:
              f"best {max(rg['ours']['accuracies']):.4f} vs {max(rg['numpy_solve']['accuracies']):.4f}"),
             ("ridge, 50 L2 values: in-process compute only", rg["ours"]["compute_s"], rg["numpy_solve"]["compute_s"],
              "")]
-    table = [("benchmark", "ours s", "baseline s", "speed-up", "test accuracy (ours vs baseline)")]
-    table += [(name, f"{a:.1f}", f"{b:.1f}", f"{b / a:.1f}x", acc) for name, a, b, acc in rows]
-    results["table"] = [dict(zip(table[0], r)) for r in table[1:]]
-    width = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
-    phases = ("import_s", "load_s", "fit_s", "score_s")
-    for n, run in lin.items():
-        for who in ("ours_cold", "ours_warm", "sklearn"):
-            r = run[who]
-            spent = ", ".join(f"{k[:-2]} {r[k]:.2f}" for k in phases)
-            extra = f" (compile {r['compile_s']:.2f})" if "compile_s" in r else ""
-            print(f"  {n:>6,} rows {who:<9}: process {r['process_s']:.2f} s = start {r['process_s'] - sum(r[k] for k in phases):.2f}"
-                  f" + {spent}{extra}; {r['n_iter']} iterations")
-    timed = ", ".join(f"{f['kind']} wd={f['weight_decay']:g} {f['seconds']:.1f} s" for f in sw["sklearn"]["fits"])
-    print(f"sweep ({len(LRS)} lr x {len(WDS)} wd x {len(SEEDS)} seeds per head kind, {EPOCHS} epochs, MLP hidden "
-          f"{HIDDEN}): {ours['linear']['heads']} linear heads {ours['linear']['seconds']:.1f} s (compile "
-          f"{ours['linear']['compile_s']:.1f} s), {ours['mlp']['heads']} MLP heads {ours['mlp']['seconds']:.1f} s "
-          f"(compile {ours['mlp']['compile_s']:.1f} s); sklearn fits timed: {timed}; the rest extrapolated linearly")
-    out = ROOT / "results" / "bench_heads.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

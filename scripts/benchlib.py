@@ -14,10 +14,12 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def parse_args(doc: str, quick_help: str) -> tuple[argparse.Namespace, bool]:
-    """The script's arguments; when called as a worker, also whether this process is one."""
+def parse_args(doc: str, quick_help: str, flags: dict[str, str] | None = None) -> tuple[argparse.Namespace, bool]:
+    """The script's arguments (--quick, plus the on/off `flags` {name: help}); whether this process is a worker."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -180,3 +180,15 @@ def test_set_params_rejects_unknown_names():
     with pytest.raises(ValueError, match=r"Invalid parameter 'alpha' for estimator MLPHead\(\). Valid parameters are: "
                                          r"\['activation', 'batch_size'"):
         MLPHead().set_params(alpha=1.0)
+
+
+def test_public_names_are_the_objects_not_their_modules():
+    import importlib
+    import types
+
+    import pipeline.heads as heads
+
+    for module in ("bench", "checks", "engine", "estimators", "knn", "logme", "ridge", "run"):
+        importlib.import_module(f"pipeline.heads.{module}")  # binds each submodule on the package
+    assert [n for n in heads.__all__ if isinstance(getattr(heads, n), types.ModuleType)] == []
+    assert heads.logme.__name__ == "logme" and heads.LinearHead.__name__ == "LinearHead"

@@ -10,17 +10,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# imported now: the function shares its module's name, which a later `import pipeline.heads.logme` would
+# otherwise bind on the package in its place (numpy and checks only)
+from pipeline.heads.logme import logme
+
 _EXPORTS = {
     "BenchResult": "bench", "bench_heads": "bench",
     "NotFittedError": "checks",
     "SweepResult": "engine", "train_heads": "engine",
     "HEADS": "estimators", "LinearHead": "estimators", "MLPHead": "estimators", "load_head": "estimators",
     "knn_accuracy": "knn",
-    "logme": "logme",
     "RidgeModel": "ridge", "RidgeSolver": "ridge", "RidgeSweep": "ridge", "fit_ridge": "ridge", "ridge_sweep": "ridge",
     "TrainResult": "run", "reduce_spatial": "run", "train": "run",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "logme"])
 
 
 def __getattr__(name: str) -> Any:
