@@ -8,7 +8,7 @@ from helpers import assert_allclose
 
 from pipeline.cli import main
 from pipeline.compile_cache import enable_compile_cache
-from pipeline.heads import load_head, reduce_spatial
+from pipeline.heads import engine, load_head, reduce_spatial
 from pipeline.store import FeatureStore, TapSpec
 
 CLASSES = ["cat", "dog", "eel"]
@@ -28,6 +28,9 @@ def _write(store, split, n, shape, seed):
 
 @pytest.fixture
 def store(tmp_path):
+    # Programs compiled by earlier tests of this process (same padded shapes) would be reused from memory and
+    # never reach this store's jax-compile/; each test starts without them.
+    engine._EXECUTABLES.clear()
     yield FeatureStore(tmp_path / "store")
     enable_compile_cache(None)  # the command turned JAX's persistent cache on for this process
 
