@@ -34,6 +34,7 @@ _EXPORTS = {
     "predict": ("pipeline.predict", "predict"),
     "PretrainResult": ("pipeline.pretrain", "PretrainResult"),
     "pretrain": ("pipeline.pretrain", "pretrain"),
+    "enable_compile_cache": ("pipeline.compile_cache", "enable_compile_cache"),
     "strategy": ("pipeline.strategy", None),
     "run_case": ("pipeline.strategy", "run_case"),
     "advise": ("pipeline.strategy", "advise"),

@@ -14,7 +14,7 @@ from flax import nnx
 
 from pipeline import backbones
 from pipeline.backbones.base import Tap
-from pipeline.backbones.frozen import frozen_apply, pooled_shape
+from pipeline.backbones.frozen import check_resolution, frozen_apply, pooled_shape
 from pipeline.cluster.engine import RayEngine, check_available, resolve_engine
 from pipeline.cluster.extraction import run_ray
 from pipeline.data import Batch, Geometry, Source, open_source
@@ -96,8 +96,7 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     model = backbones.create(backbone, weights)
     names = backbones.resolve_taps(model.tap_names(), taps)
     pool = pool or model.default_pool
-    apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)  # validates pool, dtype
-    side = resolution or model.preprocessing.resolution
+    side = check_resolution(model, resolution)  # before the key: a bad side must not be a hit on the default's
     source = open_source(dataset, split, classes=classes, limit=limit, per_class=per_class, seed=seed,
                          on_error=on_error)
     key = entry_key(model, source, names, pool=pool, dtype=dtype, resolution=side)
@@ -106,6 +105,8 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     if hit is not None:
         return ExtractResult(hit, True, 0, time.perf_counter() - start, skipped=hit.skipped)
 
+    # only a miss needs the program (a hit skips placing the weights on every device); validates pool, dtype
+    apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)
     infos = {t.name: t for t in model.tap_infos(side)}
     specs = {t: TapSpec(pooled_shape(infos[t], pool), dtype, infos[t].stride, {"tap_index": i})
              for i, t in enumerate(model.tap_names()) if t in names}

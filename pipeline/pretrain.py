@@ -11,10 +11,10 @@ import optax
 from flax import nnx
 
 from pipeline import backbones
-from pipeline.data import Geometry, open_source
+from pipeline.data import Geometry, load_split, open_source
 from pipeline.finetune.loop import eval_batches, fit
-from pipeline.finetune.run import load_split
-from pipeline.training import ClassifierSteps, decay_mask, warmup_cosine
+from pipeline.optim import decay_mask, warmup_cosine
+from pipeline.training import ClassifierSteps
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,6 @@ from flax import nnx
 from pipeline.parallel import DataParallel
 
 
-def warmup_cosine(lr: float, total_steps: int, warmup_fraction: float = 0.05) -> optax.Schedule:
-    """Linear warm-up to `lr`, then cosine decay to zero over the remaining steps."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
-
-
-def decay_mask(params: Any) -> Any:
-    """True for weight matrices and kernels; False for biases and norm scales (no weight decay there)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean softmax cross-entropy and accuracy of (B, K) logits against (B,) integer labels."""
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()

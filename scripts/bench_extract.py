@@ -230,7 +230,7 @@ def _compare(label: str, modes: list[tuple[str, str]], batches: int, repeats: in
 
 
 def main() -> None:
-    args, is_worker = parse_args(__doc__, "fewer batches and images (a smoke run)", SECTIONS)
+    args, is_worker = parse_args(__doc__, "fewer batches and images (a smoke run)", sections=SECTIONS)
     if is_worker:
         run_worker(args, WORKERS)
         return

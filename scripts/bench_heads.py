@@ -8,11 +8,13 @@ entries of them at 224 px, else a synthetic set (10 classes; class means drawn N
 the output names. --quick uses the first 6,000 / 1,000 rows.
 
 Every measurement is a whole fresh process as a user feels it (interpreter start, imports, loading the
-features from .npy, standardising, JIT compilation, fitting, scoring), timed from outside. JAX's persistent
-compilation cache lives in a new empty directory per run: the first process using it is 'cold', a repeat 'warm'.
-  1. one linear head (LinearHead, adamw: lr 1e-3, weight decay 1e-4, 5 epochs, batch 512; picked after the first
-     setting tried, lr 1e-2 / 10 epochs / batch 256, scored 0.8401 vs sklearn's 0.8415 on the full synthetic
-     set) vs scikit-learn LogisticRegression(lbfgs, C=1, max_iter=100), same standardised features;
+features from .npy, standardising, JIT compilation, fitting, scoring), timed from outside; the workers also
+report where their time went (imports, loading, compiling, fitting, scoring; the rest is interpreter start).
+JAX's persistent compilation cache lives in a new empty directory per run: the first process using it is
+'cold', a repeat 'warm'.
+  1. one linear head with its defaults, LinearHead() (L-BFGS on LogisticRegression()'s objective), vs
+     scikit-learn's LogisticRegression() on the same standardised features, at 1,000, 6,000 and 60,000
+     training rows (--quick: 1,000 and 6,000);
   2. a 64-head sweep: 4 lr x 4 weight decay x {linear, mlp (hidden 128)} x 2 seeds, 5 epochs, as two train_heads
      calls, vs 64 sequential scikit-learn fits (LogisticRegression with C = 1 / (wd N) (no penalty for wd 0), and
      MLPClassifier(adam, learning_rate_init=lr, alpha=wd, 5 epochs, batch 256)); the sklearn side times one fit
@@ -34,17 +36,16 @@ from pathlib import Path
 from benchlib import ROOT, parse_args, run_worker, spawn
 N_TRAIN, N_TEST, DIM, CLASSES = 60_000, 10_000, 1_280, 10
 LRS, WDS, SEEDS, HIDDEN, EPOCHS = (1e-3, 3e-3, 1e-2, 3e-2), (0.0, 1e-4, 1e-3, 1e-2), (0, 1), 128, 5
-# Chosen after lr=1e-2, 10 epochs, batch 256 scored 0.8401 vs sklearn's 0.8415 on the synthetic set (see --help).
-LINEAR_HEAD = {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 5, "batch_size": 512}
+SIZES, QUICK_SIZES = (1_000, 6_000, 60_000), (1_000, 6_000)  # training rows of the one-linear-head rows
 L2S = [float(v) for v in __import__("numpy").logspace(-6, 4, 50)]
 
 
-def _data(path: str):
-    """(X_train, y_train, X_test, y_test) from the .npz the parent wrote."""
+def _data(path: str, rows: int | None = None):
+    """(X_train, y_train, X_test, y_test) from the .npz the parent wrote; the first `rows` training rows."""
     import numpy as np
 
     with np.load(path) as d:
-        return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+        return d["x_train"][:rows], d["y_train"][:rows], d["x_test"], d["y_test"]
 
 
 def _standardized(path: str):
@@ -55,31 +56,43 @@ def _standardized(path: str):
     return (x - mean) / std, y, (xt - mean) / std, yt
 
 
-def _ours_linear(path: str, compile_dir: str) -> dict:
-    from pipeline.heads import LinearHead, enable_compile_cache
+def _ours_linear(path: str, compile_dir: str, rows: int) -> dict:
+    start = time.perf_counter()
+    from pipeline.compile_cache import enable_compile_cache
+    from pipeline.heads import LinearHead
 
     enable_compile_cache(compile_dir)
-    x, y, xt, yt = _data(path)
+    times = {"import_s": time.perf_counter() - start}
+    x, y, xt, yt = _data(path, rows)
+    times["load_s"] = time.perf_counter() - start - sum(times.values())
+    head = LinearHead().fit(x, y)  # the defaults; standardises inside
+    times["fit_s"] = time.perf_counter() - start - sum(times.values())
+    accuracy = head.score(xt, yt)
+    times["score_s"] = time.perf_counter() - start - sum(times.values())
+    return {"test_accuracy": accuracy, "compile_s": head.compile_seconds_, "n_iter": head.n_iter_, **times}
+
+
+def _sk_logreg(path: str, rows: int) -> dict:
     start = time.perf_counter()
-    head = LinearHead(**LINEAR_HEAD).fit(x, y)  # standardises inside
-    return {"test_accuracy": head.score(xt, yt), "compile_s": head.compile_seconds_,
-            "fit_s": time.perf_counter() - start}
-
-
-def _sk_logreg(path: str) -> dict:
     from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-    x, y, xt, yt = _standardized(path)
-    start = time.perf_counter()
-    model = LogisticRegression(solver="lbfgs", max_iter=100).fit(x, y)
-    return {"test_accuracy": float(model.score(xt, yt)), "n_iter": int(model.n_iter_[0]),
-            "fit_s": time.perf_counter() - start}
+    times = {"import_s": time.perf_counter() - start}
+    x, y, xt, yt = _data(path, rows)
+    times["load_s"] = time.perf_counter() - start - sum(times.values())
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression().fit(scaler.transform(x), y)
+    times["fit_s"] = time.perf_counter() - start - sum(times.values())
+    accuracy = float(model.score(scaler.transform(xt), yt))
+    times["score_s"] = time.perf_counter() - start - sum(times.values())
+    return {"test_accuracy": accuracy, "n_iter": int(model.n_iter_[0]), **times}
 
 
 def _ours_sweep(path: str, compile_dir: str) -> dict:
     import itertools
 
-    from pipeline.heads import enable_compile_cache, train_heads
+    from pipeline.compile_cache import enable_compile_cache
+    from pipeline.heads import train_heads
 
     enable_compile_cache(compile_dir)
     x, y, xt, yt = _standardized(path)
@@ -210,7 +223,8 @@ def _sklearn_sweep(data: str) -> dict:
 
 
 def main() -> None:
-    args, is_worker = parse_args(__doc__, "6,000 training rows (a smoke run)")
+    args, is_worker = parse_args(__doc__, "6,000 training rows (a smoke run)",
+                                 {"--linear-only": "only the one-linear-head rows (no sweep, no ridge)"})
     if is_worker:
         run_worker(args, WORKERS)
         return
@@ -221,27 +235,63 @@ def main() -> None:
         source = _features(args.quick, Path(data))
         print(f"data: {source}", flush=True)
         results: dict = {"data": source, "quick": args.quick, "cpus": os.cpu_count()}
-        results["linear"] = {"ours_cold": _spawn("ours_linear", data, compile_dir),
-                             "ours_warm": _spawn("ours_linear", data, compile_dir),
-                             "sklearn": _spawn("sk_logreg", data)}
-        results["sweep"] = {"ours_cold": _spawn("ours_sweep", data, compile_dir)}
-        results["sweep"]["sklearn"] = _sklearn_sweep(data)
-        results["ridge"] = {"ours": _spawn("ours_ridge", data), "numpy_solve": _spawn("np_ridge", data)}
+        results["linear"] = {rows: {"ours_cold": _spawn("ours_linear", data, compile_dir, rows),
+                                    "ours_warm": _spawn("ours_linear", data, compile_dir, rows),
+                                    "sklearn": _spawn("sk_logreg", data, rows)}
+                             for rows in (QUICK_SIZES if args.quick else SIZES)}
+        if not args.linear_only:
+            results["sweep"] = {"ours_cold": _spawn("ours_sweep", data, compile_dir)}
+            results["sweep"]["sklearn"] = _sklearn_sweep(data)
+            results["ridge"] = {"ours": _spawn("ours_ridge", data), "numpy_solve": _spawn("np_ridge", data)}
     _report(results)
 
 
 def _report(results: dict) -> None:
     """Prints the table and writes results/bench_heads.json."""
-    lin, sw, rg = results["linear"], results["sweep"], results["ridge"]
+    lin = results["linear"]
+    rows = [(f"one linear head, {n:,} rows ({state} compile cache)", run[f"ours_{state}"]["process_s"],
+             run["sklearn"]["process_s"],
+             f"{run[f'ours_{state}']['test_accuracy']:.4f} vs {run['sklearn']['test_accuracy']:.4f}")
+            for n, run in lin.items() for state in ("cold", "warm")]
+    if "sweep" in results:
+        rows += _sweep_rows(results)
+    table = [("benchmark", "ours s", "baseline s", "speed-up", "test accuracy (ours vs baseline)")]
+    table += [(name, f"{a:.1f}", f"{b:.1f}", f"{b / a:.1f}x", acc) for name, a, b, acc in rows]
+    results["table"] = [dict(zip(table[0], r)) for r in table[1:]]
+    width = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
+    phases = ("import_s", "load_s", "fit_s", "score_s")
+    for n, run in lin.items():
+        for who in ("ours_cold", "ours_warm", "sklearn"):
+            r = run[who]
+            spent = ", ".join(f"{k[:-2]} {r[k]:.2f}" for k in phases)
+            extra = f" (compile {r['compile_s']:.2f})" if "compile_s" in r else ""
+            print(f"  {n:>6,} rows {who:<9}: process {r['process_s']:.2f} s = start "
+                  f"{r['process_s'] - sum(r[k] for k in phases):.2f} + {spent}{extra}; {r['n_iter']} iterations")
+    if "sweep" in results:
+        sw = results["sweep"]
+        ours = sw["ours_cold"]
+        timed = ", ".join(f"{f['kind']} wd={f['weight_decay']:g} {f['seconds']:.1f} s" for f in sw["sklearn"]["fits"])
+        print(f"sweep ({len(LRS)} lr x {len(WDS)} wd x {len(SEEDS)} seeds per head kind, {EPOCHS} epochs, MLP "
+              f"hidden {HIDDEN}): {ours['linear']['heads']} linear heads {ours['linear']['seconds']:.1f} s (compile "
+              f"{ours['linear']['compile_s']:.1f} s), {ours['mlp']['heads']} MLP heads {ours['mlp']['seconds']:.1f} s "
+              f"(compile {ours['mlp']['compile_s']:.1f} s); sklearn fits timed: {timed}; the rest extrapolated "
+              "linearly")
+    out = ROOT / "results" / "bench_heads.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+def _sweep_rows(results: dict) -> list[tuple]:
+    """The sweep and ridge rows of the table."""
+    sw, rg = results["sweep"], results["ridge"]
     ours = sw["ours_cold"]
     best_ours = max(ours[k]["best_test_accuracy"] for k in ("linear", "mlp"))
     best_sk = max(f["test_accuracy"] for f in sw["sklearn"]["fits"])
     sk_kind = {k: max(f["test_accuracy"] for f in sw["sklearn"]["fits"] if f["kind"] == k) for k in ("linear", "mlp")}
-    rows = [("one linear head (cold compile cache)", lin["ours_cold"]["process_s"], lin["sklearn"]["process_s"],
-             f"{lin['ours_cold']['test_accuracy']:.4f} vs {lin['sklearn']['test_accuracy']:.4f}"),
-            ("one linear head (warm compile cache)", lin["ours_warm"]["process_s"], lin["sklearn"]["process_s"],
-             f"{lin['ours_warm']['test_accuracy']:.4f} vs {lin['sklearn']['test_accuracy']:.4f}"),
-            ("64-head sweep vs 64 fits (extrapolated)", ours["process_s"], sw["sklearn"]["extrapolated_64_s"],
+    return [("64-head sweep vs 64 fits (extrapolated)", ours["process_s"], sw["sklearn"]["extrapolated_64_s"],
              f"best {best_ours:.4f} vs best timed {best_sk:.4f}"),
             (f"64-head sweep vs {sw['sklearn']['distinct_fits']} distinct fits (extrapolated)", ours["process_s"],
              sw["sklearn"]["extrapolated_distinct_s"], ""),
@@ -255,21 +305,6 @@ def _report(results: dict) -> None:
              f"best {max(rg['ours']['accuracies']):.4f} vs {max(rg['numpy_solve']['accuracies']):.4f}"),
             ("ridge, 50 L2 values: in-process compute only", rg["ours"]["compute_s"], rg["numpy_solve"]["compute_s"],
              "")]
-    table = [("benchmark", "ours s", "baseline s", "speed-up", "test accuracy (ours vs baseline)")]
-    table += [(name, f"{a:.1f}", f"{b:.1f}", f"{b / a:.1f}x", acc) for name, a, b, acc in rows]
-    results["table"] = [dict(zip(table[0], r)) for r in table[1:]]
-    width = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
-    timed = ", ".join(f"{f['kind']} wd={f['weight_decay']:g} {f['seconds']:.1f} s" for f in sw["sklearn"]["fits"])
-    print(f"sweep ({len(LRS)} lr x {len(WDS)} wd x {len(SEEDS)} seeds per head kind, {EPOCHS} epochs, MLP hidden "
-          f"{HIDDEN}): {ours['linear']['heads']} linear heads {ours['linear']['seconds']:.1f} s (compile "
-          f"{ours['linear']['compile_s']:.1f} s), {ours['mlp']['heads']} MLP heads {ours['mlp']['seconds']:.1f} s "
-          f"(compile {ours['mlp']['compile_s']:.1f} s); sklearn fits timed: {timed}; the rest extrapolated linearly")
-    out = ROOT / "results" / "bench_heads.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

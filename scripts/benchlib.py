@@ -14,11 +14,14 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def parse_args(doc: str, quick_help: str, sections: tuple[str, ...] = ()) -> tuple[argparse.Namespace, bool]:
-    """The script's arguments (`--only SECTION` where the script has sections); when called as a worker,
-    also whether this process is one."""
+def parse_args(doc: str, quick_help: str, flags: dict[str, str] | None = None,
+               sections: tuple[str, ...] = ()) -> tuple[argparse.Namespace, bool]:
+    """The script's arguments (--quick, the on/off `flags` {name: help}, `--only SECTION` where the script has
+    sections); whether this process is a worker."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
     if sections:
         parser.add_argument("--only", choices=sections, default=None, help="run only this section")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

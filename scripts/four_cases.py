@@ -2,9 +2,11 @@
 transfer curve (Yosinski et al. 2014), the advisor's pick next to the measured winner, and the real-world
 row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits).
 
-    python scripts/four_cases.py            # the full run: 26 min on 2 CPU cores, empty caches
-    python scripts/four_cases.py --quick    # tiny network and subsets: the code path in about 3 minutes
-    python scripts/four_cases.py --engine ray --address HEAD:6379   # the runs as Ray tasks on a cluster
+    python -m scripts.four_cases            # the full run: 26 min on 2 CPU cores, empty caches
+    python -m scripts.four_cases --quick    # tiny network and subsets: the code path in about 3 minutes
+    python -m scripts.four_cases --engine ray --address HEAD:6379   # the runs as Ray tasks on a cluster
+
+(from the repository root; tests import it as `scripts.four_cases`).
 
 After the source trains, the ~100 runs (each recipe x cell x seed, each curve point x rate, the real-world
 row, the advisor per cell) go to `--jobs` worker processes, one per core, longest first (pipeline.jobs);
@@ -33,19 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from four_cases_report import write_report  # noqa: E402
-
-from pipeline.cli import use_compile_cache  # noqa: E402
-from pipeline.cli.engine_args import add_engine_args, engine_from_args  # noqa: E402
-from pipeline.cluster.engine import check_available  # noqa: E402
-from pipeline.data import open_source  # noqa: E402
-from pipeline.finetune import finetune  # noqa: E402
-from pipeline.jobs import Job, available_cores, core_groups, run_jobs  # noqa: E402
-from pipeline.pretrain import pretrain  # noqa: E402
-from pipeline.strategy import CaseResult, advise, run_case  # noqa: E402
+from pipeline.cli.engine_args import add_engine_args, engine_from_args
+from pipeline.cluster.engine import check_available
+from pipeline.compile_cache import use_compile_cache
+from pipeline.data import open_source
+from pipeline.finetune import finetune
+from pipeline.jobs import Job, available_cores, core_groups, run_jobs
+from pipeline.pretrain import pretrain
+from pipeline.strategy import CaseResult, advise, run_case
+from scripts.four_cases_report import write_report
 
 SIMILAR = [5, 6, 7, 8, 9]
 # fine-tune: the seeds' recipe (lp-ft, backbone at 0.1x the head's rate); fine-tune 1x: the backbone at the head's rate

@@ -10,9 +10,10 @@ import pytest
 from helpers import assert_allclose
 
 from pipeline.cli import main
-from pipeline.heads import enable_compile_cache, train_heads
+from pipeline.compile_cache import enable_compile_cache
+from pipeline.heads import train_heads
 from pipeline.heads.bench import bench_heads
-from pipeline.heads.validation import stratified_holdout
+from pipeline.heads.checks import stratified_holdout
 from pipeline.store import FeatureStore, TapSpec
 
 CLASSES = ["ant", "bee", "cow"]
@@ -128,12 +129,12 @@ def test_cli_prints_the_ranked_table(store, entries, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--layer", "deep", "nope"], r"tap 'nope' is not in .*; its taps: \['mid', 'deep'\]"),
-    (["--lr", "0,1e-3"], r"lr values must be finite numbers > 0; bad: \[0.0\]"),
-    (["--weight-decay", "-1"], r"weight_decay values must be finite numbers >= 0; bad: \[-1.0\]"),
+    (["--lr", "0,1e-3"], r"lr must be a float in the range \(0.0, inf\); bad values: \[0.0\]"),
+    (["--weight-decay", "-1"], r"weight_decay must be a float in the range \[0.0, inf\); bad values: \[-1.0\]"),
     (["--heads", "linear,svm"], r"heads \['linear', 'svm'\] must be a non-empty subset of \['linear', 'mlp'\]"),
-    (["--l2", "0"], r"l2 values must be finite numbers > 0; bad: \[0.0\]"),
+    (["--l2", "0"], r"l2 must be a float in the range \(0.0, inf\); bad values: \[0.0\]"),
     (["--knn", "500"], r"k=500 exceeds the 180 training rows"),
-    (["--epochs", "0"], r"epochs values must be finite ints > 0; bad: \[0\]"),
+    (["--epochs", "0"], r"epochs must be an int in the range \[1, inf\); bad values: \[0\]"),
 ])
 def test_bad_inputs_fail_with_clear_messages(store, entries, capsys, argv, message):
     train, _ = entries

@@ -170,3 +170,13 @@ def test_invalid_classes_list_valid_ones(classes):
 def test_classes_then_per_class():
     sub = open_source("digits", "train", classes=[3, 4], per_class=5)
     assert len(sub) == 10 and np.bincount(sub.labels).tolist() == [5, 5]
+
+
+def test_split_all_is_every_item_in_order_and_refused_where_a_test_file_exists(tmp_path):
+    everything = open_source("digits", "all")
+    assert len(everything) == 1797 and ids("digits", "all") == ids("digits", "trainval") | ids("digits", "test")
+    assert list(everything.labels[:5]) == [0, 1, 2, 3, 4]  # data set order
+    make_idx_dir(tmp_path, gz=False)
+    with pytest.raises(DataError, match=r"split 'all' is for data sets without their own test file; .* use "
+                                         r"'trainval' \(its train file\) and 'test' \(its test file\)"):
+        open_source(f"fashion-mnist:{tmp_path}", "all")

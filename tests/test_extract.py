@@ -138,6 +138,11 @@ def test_cli_extract_hit_json_and_cache_commands(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n"] == 30
     assert main(["cache", "--cache-dir", str(tmp_path), "rm", summary["key"][:8]]) == 0
     assert not list(tmp_path.glob("*.h5"))
+    capsys.readouterr()
+    assert main(args[:-4] + ["--split", "all", "--per-class", "2", "--cache-dir", str(tmp_path), "--json"]) == 0
+    everything = json.loads(capsys.readouterr().out)
+    assert everything["n"] == 20  # 2 of each of digits' 10 classes, drawn from every item
+    assert open_entry(everything["path"]).key["split"] == "all"
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):

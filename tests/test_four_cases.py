@@ -1,18 +1,13 @@
 """scripts/four_cases.py --quick: the experiment's whole code path; the report's numbers come from the run."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from pipeline.data import FASHION_DIR, open_source
-
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import four_cases  # noqa: E402
-from four_cases_report import write_report  # noqa: E402
+from scripts import four_cases
+from scripts.four_cases_report import write_report
 
 # the experiment's source and similar target are real Fashion-MNIST (Debian's dataset-fashion-mnist; CI installs it)
 pytestmark = pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")

@@ -7,7 +7,8 @@ import pytest
 from helpers import assert_allclose
 
 from pipeline.cli import main
-from pipeline.heads import enable_compile_cache, load_head, reduce_spatial
+from pipeline.compile_cache import enable_compile_cache
+from pipeline.heads import engine, load_head, reduce_spatial
 from pipeline.store import FeatureStore, TapSpec
 
 CLASSES = ["cat", "dog", "eel"]
@@ -27,6 +28,9 @@ def _write(store, split, n, shape, seed):
 
 @pytest.fixture
 def store(tmp_path):
+    # Programs compiled by earlier tests of this process (same padded shapes) would be reused from memory and
+    # never reach this store's jax-compile/; each test starts without them.
+    engine._EXECUTABLES.clear()
     yield FeatureStore(tmp_path / "store")
     enable_compile_cache(None)  # the command turned JAX's persistent cache on for this process
 
@@ -37,7 +41,7 @@ def test_train_command_with_val_and_test_entries(store, tmp_path, capsys):
     test = _write(store, "test", 60, (8,), 2)
     out = tmp_path / "run"
     code = main(["train", "--features", train.digest[:10], "--layer", "feat", "--val", str(val.path),
-                 "--test", test.path.name, "--epochs", "15", "--out", str(out), "--cache-dir", str(store.root)])
+                 "--test", test.path.name, "--out", str(out), "--cache-dir", str(store.root)])
     printed = capsys.readouterr().out
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "head.safetensors",
@@ -68,9 +72,10 @@ def test_train_command_holds_out_val_and_reduces_spatial_features(store, tmp_pat
     assert metrics["n_features"] == 24 and metrics["spatial"] == "flatten"
     assert metrics["val"]["accuracy"] > 0.9
     assert metrics["entries"]["val"] == "10% of train (seed 0)"
-    code = main(["train", "--features", str(train.path), "--layer", "feat", "--spatial", "max", "--epochs", "2",
-                 "--out", str(tmp_path / "max"), "--json"])
-    assert code == 0 and json.loads(capsys.readouterr().out)["n_features"] == 4
+    code = main(["train", "--features", str(train.path), "--layer", "-1", "--spatial", "max", "--max-iter", "2",
+                 "--out", str(tmp_path / "max"), "--json"])  # a tap index, as extract --layer takes
+    metrics = json.loads(capsys.readouterr().out)
+    assert code == 0 and metrics["n_features"] == 4 and metrics["layer"] == "feat"
 
 
 def test_reduce_spatial():
@@ -89,10 +94,15 @@ def test_train_command_user_errors(store, tmp_path, capsys):
     train = _write(store, "train", 30, (4,), 0)
     assert main(["train", "--features", train.digest[:8], "--layer", "nope", "--cache-dir", str(store.root)]) == 2
     assert "tap 'nope' is not in" in capsys.readouterr().err
+    assert main(["train", "--features", train.digest[:8], "--layer", "-2", "--cache-dir", str(store.root)]) == 2
+    err = capsys.readouterr().err
+    assert "tap '-2' is not in" in err and "its taps: ['feat']" in err
     assert main(["train", "--features", "ffff", "--layer", "feat", "--cache-dir", str(store.root)]) == 2
     assert "no cache entry matches 'ffff'" in capsys.readouterr().err
     assert main(["train", "--features", str(train.path), "--layer", "feat", "--dropout", "0.1"]) == 2
-    assert "--dropout do(es) not apply to --head linear" in capsys.readouterr().err
+    assert "--dropout do(es) not apply to --head linear --solver lbfgs" in capsys.readouterr().err
+    assert main(["train", "--features", str(train.path), "--layer", "feat", "--epochs", "3", "--C", "2"]) == 2
+    assert "--epochs do(es) not apply to --head linear --solver lbfgs" in capsys.readouterr().err
     with store.writer({"backbone": "synthetic", "split": "other"}, {"feat": TapSpec((4,))},
                       class_names=["a", "b", "c"]) as w:
         w.append({"feat": np.zeros((3, 4), np.float32)}, [0, 1, 2], ["p", "q", "r"])
@@ -100,6 +110,22 @@ def test_train_command_user_errors(store, tmp_path, capsys):
     assert main(["train", "--features", str(train.path), "--layer", "feat", "--val", str(other.path)]) == 2
     assert f"val entry {other.path.name} does not hold the same features" in (err := capsys.readouterr().err)
     assert f"class names: ['a', 'b', 'c'] vs {CLASSES}" in err
-    assert main(["train", "--features", str(train.path), "--layer", "feat", "--epochs", "1", "--lr", "-1",
-                 "--out", str(tmp_path / "bad")]) == 2
-    assert "lr must be" in capsys.readouterr().err
+    assert main(["train", "--features", str(train.path), "--layer", "feat", "--solver", "adamw", "--epochs", "1",
+                 "--lr", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "The 'lr' parameter of LinearHead must be a float in the range (0.0, inf). Got -1.0" in \
+        capsys.readouterr().err
+
+
+def test_confusion_matrix_rows_name_each_class_once_and_the_curve_has_one_legend_off_the_axes():
+    from pipeline.cli.head_cmds import format_confusion
+    from pipeline.heads.plots import learning_curve_figure
+
+    assert format_confusion([[36, 1], [0, 12]], ["0", "1"]) == ["   0  1", "0 36  1", "1  0 12"]
+    assert format_confusion([[3, 0], [1, 2]], ["cat", "dog"]) == ["      0 1", "0 cat 3 0", "1 dog 1 2"]
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_accuracy": 0.5 + e / 20} for e in (1, 2, 3)]
+    fig = learning_curve_figure(history, "t")
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["train loss", "val loss", "val accuracy"]
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert all(legend.y1 <= ax.get_tightbbox(renderer).y0 for ax in fig.axes)  # below every axes and its labels

@@ -1,4 +1,5 @@
-"""The vmapped engine: H heads at once equal the same heads trained one by one; hyperparameter checks."""
+"""The vmapped engine (optax.adamw under inject_hyperparams): H heads at once equal the same heads trained one
+by one; hyperparameter checks."""
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def test_vmapped_heads_equal_heads_trained_one_by_one(hidden):
 
 def test_single_linear_fit_is_one_head_of_the_engine():
     X, y = _blobs()
-    head = LinearHead(lr=0.02, weight_decay=1e-3, epochs=4, batch_size=50, seed=3).fit(X, y)
+    head = LinearHead(solver="adamw", lr=0.02, weight_decay=1e-3, epochs=4, batch_size=50, seed=3).fit(X, y)
     Xs = (X - X.mean(0)) / X.std(0)
     alone = train_heads(Xs, y, {"lr": [0.02], "weight_decay": [1e-3], "seed": [3]}, n_classes=3, epochs=4,
                         batch_size=50, seed=3)
@@ -78,9 +79,10 @@ def test_a_second_call_with_the_same_shapes_compiles_nothing():
                                        r"'seed', 'weight_decay'\]"),
     ({"lr": [0.1, 0.2], "weight_decay": [0.0, 0.1, 0.2]}, "1-D arrays of one length H; got"),
     ({"lr": [[0.1]]}, "1-D arrays of one length H"),
-    ({"lr": [0.1, 0.0]}, r"lr must be > 0; got \[0.1"),
-    ({"lr": [0.1], "dropout": [1.0]}, r"dropout must be >= 0 and < 1; got \[1.0\]"),
-    ({"lr": [0.1], "weight_decay": [-1.0]}, r"weight_decay must be >= 0; got \[-1.0\]"),
+    ({"lr": [0.1, 0.0]}, r"lr must be a float in the range \(0.0, inf\); bad values: \[0.0\]"),
+    ({"lr": [0.1], "dropout": [1.0]}, r"dropout must be a float in the range \[0.0, 1.0\); bad values: \[1.0\]"),
+    ({"lr": [0.1], "weight_decay": [-1.0]},
+     r"weight_decay must be a float in the range \[0.0, inf\); bad values: \[-1.0\]"),
 ])
 def test_bad_hyperparameters_are_named(hp, message):
     X, y = _standardised()

@@ -10,8 +10,7 @@ from flax import nnx
 from helpers import assert_allclose
 from pipeline import backbones
 from pipeline.cli import main
-from pipeline.data import open_source
-from pipeline.finetune.run import load_split
+from pipeline.data import load_split, open_source
 from pipeline.store import FeatureStore
 from pipeline.strategy import advise, bn_shift, early_taps, feature_taps, run_case, target_bn_statistics
 from pipeline.weights.nnx_state import assign_flat, flatten_state

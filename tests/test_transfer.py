@@ -19,7 +19,7 @@ from pipeline import backbones
 from pipeline.cli import main
 from pipeline.data import open_source
 from pipeline.extract import extract
-from pipeline.finetune.run import load_split
+from pipeline.data import load_split
 from pipeline.heads import fit_ridge, reduce_spatial
 from pipeline.store import load
 from pipeline.strategy import candidates as cands

@@ -1,17 +1,19 @@
-"""The backbone contract: ordered named stages, tap metadata, the tap resolver, preprocessing."""
+"""The backbone contract: ordered named stages, tap metadata, preprocessing (the tap resolver is pipeline.taps)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-Tap = str | int
+from pipeline.taps import Tap, resolve_taps  # the one resolver, shared with the store and heads
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # compute dtypes of extraction and fine-tuning
 
 
 @dataclass(frozen=True)
@@ -80,37 +82,6 @@ def _convert_channels(x: jax.Array, channels: int) -> jax.Array:
     if have == 3 and channels == 1:
         return x @ jnp.asarray([[0.299], [0.587], [0.114]], x.dtype)
     raise ValueError(f"cannot convert images with {have} channels to {channels}; valid inputs have 1 or 3 channels")
-
-
-def resolve_taps(names: Sequence[str], requested: Iterable[Tap]) -> list[str]:
-    """Turns tap names or integer indices (negative allowed, strings of digits too) into names.
-
-    Args:
-      names: the backbone's taps in network order.
-      requested: names or indices.
-    Returns:
-      The requested names in network order, without repeats.
-    Raises:
-      ValueError: for an unknown name or an out-of-range index, listing the valid taps.
-    """
-    out: set[str] = set()
-    for tap in requested:
-        if isinstance(tap, str) and tap.lstrip("-").isdigit():
-            tap = int(tap)
-        if isinstance(tap, bool) or not isinstance(tap, (str, int)):
-            raise TypeError(f"tap {tap!r} must be a name or an integer index; valid taps: {', '.join(names)}")
-        if isinstance(tap, int):
-            if not -len(names) <= tap < len(names):
-                raise ValueError(f"tap index {tap} is out of range for {len(names)} taps "
-                                 f"(valid: {-len(names)}..{len(names) - 1}, names: {', '.join(names)})")
-            out.add(names[tap])
-        elif tap in names:
-            out.add(tap)
-        else:
-            raise ValueError(f"unknown tap {tap!r}; valid taps: {', '.join(names)}")
-    if not out:
-        raise ValueError(f"no taps requested; valid taps: {', '.join(names)}")
-    return [n for n in names if n in out]
 
 
 class Backbone(nnx.Module):

@@ -12,13 +12,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pipeline.backbones.base import Backbone, Tap, TapInfo, resolve_taps
+from pipeline.backbones.base import DTYPES, Backbone, Tap, TapInfo, resolve_taps
 
 SPATIAL_POOLS = ("avg", "max", "grid", "none")  # for (B, H, W, C) maps
 TOKEN_POOLS = ("cls", "mean", "cls+mean", "none", "grid")  # for ViT tokens (B, N, D)
 POOLS = (*SPATIAL_POOLS, *TOKEN_POOLS[:3])
 GRID = 4  # 'grid' pooling keeps a GRID x GRID map of region averages
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _region_means(size: int) -> np.ndarray:

@@ -40,16 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def use_compile_cache(directory: str | None = None) -> None:
-    """JAX's persistent compilation cache in <feature store>/jax-compile: a rerun skips XLA compiles."""
-    from pathlib import Path
-
-    from pipeline.heads import enable_compile_cache
-    from pipeline.paths import cache_dir
-
-    enable_compile_cache(Path(directory or cache_dir()) / "jax-compile")
-
-
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
 

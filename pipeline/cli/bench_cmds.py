@@ -57,7 +57,8 @@ def _cell(value: float | None, digits: int = 4) -> str:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table, use_compile_cache
+    from pipeline.cli import print_json, print_table
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.heads.bench import bench_heads, format_hyperparameters
 
     use_compile_cache(args.cache_dir)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
+from pipeline.backbones.base import DTYPES
 from pipeline.backbones.frozen import POOLS
 from pipeline.cli.backbone_cmds import parse_classes
 from pipeline.cli.engine_args import add_engine_args, engine_from_args
+from pipeline.data import ON_ERROR, SPLITS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +24,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", choices=POOLS, default=None,
                    help="spatial taps: global avg/max, 4x4 grid of region averages, or whole maps; ViT tokens: "
                    "cls, mean (patch tokens), cls+mean, grid, none (patch tokens as a map) (default: avg, ViTs cls)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--resolution", type=int, default=None, help="input side (default: the backbone's)")
-    p.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="bad image files")
+    p.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad image files")
     p.add_argument("--compression", choices=["lzf", "gzip"], default=None, help="HDF5 compression (default none)")
     p.add_argument("--cache-dir", default=None, help="feature store (default: $PIPELINE_CACHE_DIR or ./cache)")
     add_engine_args(p)
@@ -52,7 +54,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_subset_args(p: argparse.ArgumentParser) -> None:
     """--split, --classes, --limit, --per-class, --seed: which items of a data set."""
-    p.add_argument("--split", default="train", choices=["train", "val", "test", "trainval"])
+    p.add_argument("--split", default="train", choices=SPLITS,
+                   help="which items (default: %(default)s). Data sets with their own test file (fashion-mnist, "
+                   "mnist): test = that file, trainval = the train file. Others: test = a seeded stratified 20%%, "
+                   "trainval = the other 80%%, all = every item in data set order. Everywhere: val = a stratified "
+                   "10%% of trainval, train = the rest of trainval (72%% of a data set without its own test file)")
     p.add_argument("--classes", default=None, help="keep these classes, e.g. '5-9' (relabelled 0..K-1)")
     p.add_argument("--limit", type=int, default=None, help="at most N images (stratified)")
     p.add_argument("--per-class", type=int, default=None, help="N images of every class")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.backbones.base import DTYPES
 from pipeline.cli.backbone_cmds import parse_classes
+from pipeline.finetune.groups import MODES
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def add_tuning_args(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pre-trained backbone with a new classifier")
     add_target_args(p)
-    p.add_argument("--mode", default="full", choices=("full", "last-k", "lp-ft", "scratch"))
+    p.add_argument("--mode", default="full", choices=MODES)
     p.add_argument("--k", type=int, default=None, help="last-k: trainable stages before the classifier")
     p.add_argument("--transfer", type=int, default=None,
                    help="copy only the first N stages; later ones start from random init (default: all)")
@@ -45,7 +47,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="update BatchNorm statistics (default: frozen, except in mode scratch)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--layer-decay", type=float, default=None, metavar="D",
                    help="layer-wise learning-rate decay in (0, 1]: each stage further from the classifier trains "
@@ -59,7 +61,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from pipeline.cli import print_json, use_compile_cache
+    from pipeline.cli import print_json
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.finetune import finetune
 
     use_compile_cache()

@@ -5,30 +5,41 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-LINEAR_ONLY = ("solver", "max_iter")
-MLP_ONLY = ("hidden", "activation", "dropout")
+# Which hyperparameters each head (and linear solver) reads; any other given flag is an error.
+ADAMW = ("lr", "weight_decay", "epochs", "batch_size", "early_stopping", "patience")
+APPLIES = {"lbfgs": ("solver", "C", "max_iter", "tol"), "adamw": ("solver", *ADAMW),
+           "mlp": ("hidden", "activation", "dropout", *ADAMW)}
+COMMON = ("class_weight", "standardize")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from pipeline.heads.checks import options
+    from pipeline.heads.estimators import HEADS
+
     p = sub.add_parser("train", help="train a linear or MLP head on cached features")
     p.add_argument("--features", required=True, metavar="ENTRY", help="training entry: digest prefix, file or path")
     p.add_argument("--layer", required=True, action="append", dest="layers", metavar="TAP",
-                   help="tap of the entry to train on; repeated: the taps' features concatenated")
-    p.add_argument("--head", choices=["linear", "mlp"], default="linear")
+                   help="tap of the entry to train on: a name or an index (-1: the last tap); repeated: the "
+                   "taps' features concatenated")
+    p.add_argument("--head", choices=list(HEADS), default="linear")
     p.add_argument("--val", default=None, metavar="ENTRY", help="validation entry (default: a stratified 10%% "
                    "of the training entry, seeded by --seed)")
     p.add_argument("--test", default=None, metavar="ENTRY", help="test entry, evaluated once at the end")
     p.add_argument("--spatial", choices=["avg", "max", "flatten"], default="avg",
                    help="how spatial (pool 'none') features become vectors (default: %(default)s)")
-    hp = p.add_argument_group("hyperparameters (default: the head's own)")
-    hp.add_argument("--lr", type=float)
-    hp.add_argument("--weight-decay", type=float, help="AdamW decay, or the L2 penalty for --solver lbfgs")
+    hp = p.add_argument_group("hyperparameters (default: the head's own; the linear head's default is L-BFGS on "
+                              "LogisticRegression()'s objective)")
+    hp.add_argument("--solver", choices=options("solver"), help="linear head: lbfgs (default; --C, --max-iter, "
+                    "--tol) or adamw (minibatch; --lr, --weight-decay, --epochs, --batch-size, --early-stopping)")
+    hp.add_argument("--C", type=float, help="inverse L2 strength of --solver lbfgs, as scikit-learn's")
+    hp.add_argument("--max-iter", type=int, help="L-BFGS iterations")
+    hp.add_argument("--tol", type=float, help="L-BFGS stops once the gradient norm falls below it")
+    hp.add_argument("--lr", type=float, help="AdamW peak learning rate (mlp, or linear --solver adamw)")
+    hp.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay")
     hp.add_argument("--epochs", type=int)
     hp.add_argument("--batch-size", type=int)
-    hp.add_argument("--solver", choices=["adamw", "lbfgs"], help="linear head only")
-    hp.add_argument("--max-iter", type=int, help="L-BFGS iterations (linear head, --solver lbfgs)")
     hp.add_argument("--hidden", type=_widths, help="MLP hidden widths, e.g. 256 or 512,128")
-    hp.add_argument("--activation", choices=["relu", "gelu", "tanh"], help="MLP only")
+    hp.add_argument("--activation", choices=options("activation"), help="MLP only")
     hp.add_argument("--dropout", type=float, help="MLP only")
     hp.add_argument("--class-weight", choices=["balanced"], help="weight classes by inverse frequency")
     hp.add_argument("--no-standardize", dest="standardize", action="store_false", default=None)
@@ -52,28 +63,31 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
-    """The hyperparameters given on the command line; ones of the other head kind raise ValueError."""
-    names = ("lr", "weight_decay", "epochs", "batch_size", "solver", "max_iter", "hidden", "activation", "dropout",
-             "class_weight", "standardize", "early_stopping", "patience")
-    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    wrong = [n for n in (MLP_ONLY if args.head == "linear" else LINEAR_ONLY) if n in given]
+    """The hyperparameters given on the command line; ones the chosen head or solver ignores raise ValueError."""
+    names = {n for names in APPLIES.values() for n in names} | set(COMMON)
+    given = {n: getattr(args, n) for n in sorted(names) if getattr(args, n) is not None}
+    kind = args.head if args.head == "mlp" else given.get("solver", "lbfgs")
+    wrong = [n for n in given if n not in APPLIES[kind] + COMMON]
     if wrong:
         flags = ", ".join(f"--{n.replace('_', '-')}" for n in wrong)
-        raise ValueError(f"{flags} do(es) not apply to --head {args.head}")
+        target = "--head mlp" if kind == "mlp" else f"--head linear --solver {kind}"
+        raise ValueError(f"{flags} do(es) not apply to {target}")
     return given
 
 
-def _print_confusion(matrix: list[list[int]], names: list[str]) -> None:
-    """Rows '<index> <name>' then counts; columns are headed by class index."""
+def format_confusion(matrix: list[list[int]], names: list[str]) -> list[str]:
+    """Lines of the matrix: a header of class indices, then per row '<index> <name>' and its counts; the name is
+    left out where it only repeats the index (digits' '0'..'9')."""
     width = max(len(str(v)) for row in matrix for v in row + [len(names) - 1]) + 1
-    label = len(str(len(names) - 1)) + 1 + max(len(n) for n in names)
-    print(" " * label + "".join(str(j).rjust(width) for j in range(len(names))))
-    for i, (name, row) in enumerate(zip(names, matrix)):
-        print(f"{i} {name}".ljust(label) + "".join(str(v).rjust(width) for v in row))
+    labels = [str(i) if name == str(i) else f"{i} {name}" for i, name in enumerate(names)]
+    label = max(len(text) for text in labels)
+    return [" " * label + "".join(str(j).rjust(width) for j in range(len(names)))] + \
+        [text.ljust(label) + "".join(str(v).rjust(width) for v in row) for text, row in zip(labels, matrix)]
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, use_compile_cache
+    from pipeline.cli import print_json
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.heads import train
 
     hyper = _hyperparameters(args)
@@ -104,5 +118,5 @@ def print_train(result) -> None:
     print_table([{"class": n, "accuracy": "-" if a is None else f"{a:.4f}", "n": sum(m[final]["confusion_matrix"][i])}
                  for i, (n, a) in enumerate(m[final]["per_class_accuracy"].items())], ["class", "accuracy", "n"])
     print(f"\nconfusion matrix ({final}; rows true, columns predicted):")
-    _print_confusion(m[final]["confusion_matrix"], names)
+    print("\n".join(format_confusion(m[final]["confusion_matrix"], names)))
     print(f"\nwrote {', '.join(f.name for f in result.files)} to {result.out_dir}")

@@ -17,12 +17,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from pipeline.cli.cache_cmds import default_layers, extract_with_progress, print_extract
     from pipeline.cli.head_cmds import print_train
-    from pipeline.heads import enable_compile_cache, train
-    from pipeline.paths import cache_dir
+    from pipeline.compile_cache import use_compile_cache
+    from pipeline.heads import train
 
     layer = args.layer or default_layers(args.backbone)[0]
     entries = {}
@@ -31,8 +29,7 @@ def _quickstart(args: argparse.Namespace) -> None:
         result = extract_with_progress(args.backbone, args.dataset, [layer], split=split, cache_dir=args.cache_dir)
         print_extract(result)
         entries[split] = result.entry.path
-    print(f"== linear head (L-BFGS) on {layer!r}")
-    enable_compile_cache(Path(args.cache_dir or cache_dir()) / "jax-compile")
-    run = train(entries["trainval"], layer, "linear", test=entries["test"], hyperparameters={"solver": "lbfgs"},
-                cache_dir=args.cache_dir, out=args.out)
+    print(f"== linear head (its defaults: L-BFGS on LogisticRegression()'s objective) on {layer!r}")
+    use_compile_cache(args.cache_dir)
+    run = train(entries["trainval"], layer, "linear", test=entries["test"], cache_dir=args.cache_dir, out=args.out)
     print_train(run)

@@ -7,13 +7,14 @@ import argparse
 
 from pipeline.cli.backbone_cmds import parse_classes
 from pipeline.cli.finetune_cmds import add_target_args, add_tuning_args
+from pipeline.heads.estimators import HEADS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run-case", help="run the recipe of transfer case 1-4 end to end")
     p.add_argument("case", type=int, help="1 small+similar, 2 small+different, 3 large+similar, 4 large+different")
     add_target_args(p)
-    p.add_argument("--head", default="linear", choices=("linear", "mlp"), help="cases 1-2: the new head")
+    p.add_argument("--head", default="linear", choices=list(HEADS), help="cases 1-2: the new head")
     p.add_argument("--taps", default=None, help="case 2: comma-separated candidate taps (default: the early half)")
     p.add_argument("--mode", default="lp-ft", choices=("lp-ft", "full"),
                    help="cases 3-4: the pre-trained run (default %(default)s: the classifier starts from a probe)")
@@ -44,7 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_case(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table, use_compile_cache
+    from pipeline.cli import print_json, print_table
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.strategy import run_case
 
     use_compile_cache()
@@ -66,7 +68,8 @@ def _run_case(args: argparse.Namespace) -> None:
 
 
 def _advise(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table, use_compile_cache
+    from pipeline.cli import print_json, print_table
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.strategy import advise
 
     use_compile_cache()
@@ -90,7 +93,8 @@ def _advise(args: argparse.Namespace) -> None:
 
 
 def _transfer(args: argparse.Namespace) -> None:
-    from pipeline.cli import print_json, print_table, use_compile_cache
+    from pipeline.cli import print_json, print_table
+    from pipeline.compile_cache import use_compile_cache
     from pipeline.strategy import transfer
     from pipeline.strategy.candidates import FINETUNE_LRS
 

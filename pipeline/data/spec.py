@@ -48,9 +48,10 @@ def open_source(spec: str, split: str = "train", *, classes: Sequence[int] | Non
         spec: one of SPEC_FORMS, e.g. 'digits', 'fashion-mnist', 'folder:~/photos', 'npz:data.npz'.
             npz/h5 hold `images` (N, H, W) or (N, H, W, C), C = 1 or 3, uint8 or float in [0, 1]
             (converted as round(x * 255)), `labels` (N,) int and optional `class_names` (K,) str.
-        split: 'train', 'val', 'test' or 'trainval'. fashion-mnist/mnist: test is their test
+        split: 'train', 'val', 'test', 'trainval' or 'all'. fashion-mnist/mnist: test is their test
             file, trainval their train file; elsewhere test is a seeded stratified 20% of all
-            items and trainval the rest. val is a stratified val_fraction of trainval, train the rest.
+            items and trainval the rest, and 'all' is every item. val is a stratified val_fraction
+            of trainval, train the rest.
         classes: keep only these class indices, relabelled 0..K-1 in the order given (a task made
             of some of a data set's classes, e.g. Fashion-MNIST 5-9); the split is drawn first.
         limit: caps the number of items (seeded, stratified), applied after per_class.

@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import DataError, check_positive_int
 
-SPLITS = ("train", "val", "test", "trainval")
+SPLITS = ("train", "val", "test", "trainval", "all")
 TEST_FRACTION = 0.2  # held out as `test` where a data set has no test set of its own
 # Separate random streams per stage, so changing one stage's parameters leaves the others alone.
 _STAGE = {"test": 0, "val": 1, "per_class": 2, "limit": 3}
@@ -63,7 +63,7 @@ def select_split(labels: np.ndarray, split: str, *, own_test: bool, seed: int, v
     Args:
         labels: (N,) labels of the partition: the whole data set, or with own_test its train
             file (for split 'test' the caller passes its test file and gets all of it).
-        split: one of SPLITS.
+        split: one of SPLITS ('all': every item, for data sets without their own test file).
         own_test: whether the data set has its own test set.
         seed: seeds every draw.
         val_fraction: share of trainval held out as val.
@@ -71,6 +71,11 @@ def select_split(labels: np.ndarray, split: str, *, own_test: bool, seed: int, v
         sorted positions (M,) into labels.
     """
     everything = np.arange(len(labels))
+    if split == "all":
+        if own_test:
+            raise DataError("split 'all' is for data sets without their own test file; this one has one: "
+                            "use 'trainval' (its train file) and 'test' (its test file)")
+        return everything
     if own_test:
         if split == "test":
             return everything

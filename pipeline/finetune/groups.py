@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 
 from pipeline.backbones import Backbone
-from pipeline.training import decay_mask
+from pipeline.optim import decay_mask
 
 MODES = ("full", "last-k", "lp-ft", "scratch")
 OPTIMIZERS = ("adamw", "sgd")

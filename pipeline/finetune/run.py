@@ -5,23 +5,24 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from pipeline import backbones
-from pipeline.data import Geometry, Source, open_source
+from pipeline.backbones.base import DTYPES
+from pipeline.data import Geometry, load_split, open_source
 from pipeline.finetune.augment import augment_batch
 from pipeline.finetune.checkpoint import Checkpoints
 from pipeline.finetune.groups import MODES, build_tx, layer_decay_scales, param_labels
 from pipeline.finetune.loop import EpochCallback, StepProgress, eval_batches, fit
 from pipeline.finetune.transfer import build_target, penultimate_tap, set_linear_head
-from pipeline.training import ClassifierSteps, warmup_cosine
+from pipeline.optim import warmup_cosine
+from pipeline.paths import run_dir
+from pipeline.plotting import pyplot
+from pipeline.training import ClassifierSteps
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,8 @@ class FinetuneResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
-def load_split(source: Source, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """All images (N, H, W, C) uint8 and labels (N,) of a source, in memory; array data sets keep their
-    native size (preprocessing resizes on the accelerator), folders are decoded at `geometry`."""
-    batches = list(source.iter_batches(1024, geometry=None if source.native_shape else geometry))
-    if not batches:
-        raise ValueError(f"{source.spec} split {source.split!r} selects no images")
-    return np.concatenate([b.images for b in batches]), np.concatenate([b.labels for b in batches])
-
-
 def default_out(mode: str) -> Path:
-    return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-finetune-{mode}"
+    return run_dir(f"finetune-{mode}")
 
 
 def linear_probe(backbone: str, weights: str | Path, dataset: str, tap: str, *, resolution: int | None,
@@ -210,11 +202,7 @@ def _claim_run_dir(out: Path, settings: dict) -> None:
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
     """Training and validation loss and accuracy per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     for split in ("train", "val"):

@@ -22,13 +22,16 @@ import jax
 import numpy as np
 
 from pipeline.heads import plots
+from pipeline.heads.checks import check_values
 from pipeline.heads.engine import SweepResult, metrics, train_heads
 from pipeline.heads.estimators import HEADS
 from pipeline.heads.knn import knn_accuracy
 from pipeline.heads.logme import logme
+from pipeline.heads.model import standardizer
 from pipeline.heads.ridge import fit_ridge
 from pipeline.heads.run import SPATIAL, VAL_FRACTION, reduce_spatial
-from pipeline.heads.validation import stratified_holdout
+from pipeline.heads.checks import stratified_holdout
+from pipeline.paths import run_dir
 from pipeline.store import Entry, FeatureStore, check_pairing, open_entry
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2)
@@ -62,19 +65,6 @@ class BenchResult:
     files: list[Path]
 
 
-def _values(name: str, values: Sequence[Any], kind: type, low: float, strict: bool) -> list:
-    """A non-empty list of distinct values of `kind` above `low` (or at least it); ValueError naming the bad ones."""
-    values = list(values)
-    if not values:
-        raise ValueError(f"{name} needs at least one value")
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
-           or (kind is int and int(v) != v) or not np.isfinite(v) or not (v > low if strict else v >= low)]
-    if bad:
-        rule = f"{'>' if strict else '>='} {low:g}"
-        raise ValueError(f"{name} values must be finite {'ints' if kind is int else 'numbers'} {rule}; bad: {bad}")
-    return list(dict.fromkeys(kind(v) for v in values))
-
-
 def _open(store: FeatureStore, ref: str | os.PathLike, taps: Sequence[str], train: Entry, split: str) -> Entry:
     """The val/test entry `ref` names, checked to hold the training entry's features (store.check_pairing)."""
     entry = open_entry(store.resolve(ref))
@@ -83,9 +73,8 @@ def _open(store: FeatureStore, ref: str | os.PathLike, taps: Sequence[str], trai
 
 
 def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """float32 z-scores with the training mean and std (a constant column keeps scale 1), as LinearHead does."""
-    mean, scale = train.mean(axis=0), train.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
+    """float32 z-scores with the training mean and std, as LinearHead does."""
+    mean, scale = standardizer(train)
     return [((x - mean) / scale).astype(np.float32) for x in (train, *others)]
 
 
@@ -143,7 +132,7 @@ def _rank(rows: list[dict]) -> list[dict]:
 
 def default_out_dir() -> Path:
     """results/bench-heads-<UTC timestamp>."""
-    return Path("results") / f"bench-heads-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    return run_dir("bench-heads", "results")
 
 
 def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = None,
@@ -173,22 +162,20 @@ def bench_heads(features: str | os.PathLike, *, val: str | os.PathLike | None = 
     if unknown or not heads:
         raise ValueError(f"heads {heads} must be a non-empty subset of {sorted(HEADS)}; unknown: {unknown}")
     heads = list(dict.fromkeys(heads))
-    lrs = _values("lr", lrs, float, 0.0, strict=True)
-    weight_decays = _values("weight_decay", weight_decays, float, 0.0, strict=False)
-    hidden = tuple(_values("hidden", hidden, int, 0, strict=True))
-    l2s = _values("l2", l2s, float, 0.0, strict=True)
-    ks = sorted(_values("k", ks, int, 0, strict=True))
-    (epochs,) = _values("epochs", [epochs], int, 0, strict=True)
-    (batch_size,) = _values("batch_size", [batch_size], int, 0, strict=True)
+    lrs = [float(v) for v in check_values("lr", lrs)]
+    weight_decays = [float(v) for v in check_values("weight_decay", weight_decays)]
+    hidden = tuple(check_values("hidden", hidden, "width"))
+    l2s = [float(v) for v in check_values("l2", l2s)]
+    ks = sorted(check_values("k", ks))
+    (epochs,) = check_values("epochs", [epochs])
+    (batch_size,) = check_values("batch_size", [batch_size])
     if spatial not in SPATIAL:
         raise ValueError(f"spatial {spatial!r} is not supported; valid: {list(SPATIAL)}")
     note = progress or (lambda message: None)
 
     store = FeatureStore(cache_dir)
     train_entry = open_entry(store.resolve(features))
-    taps = list(dict.fromkeys(layers)) if layers else list(train_entry.taps)
-    for tap in taps:
-        train_entry.tap(tap)
+    taps = list(dict.fromkeys(train_entry.resolve_tap(t) for t in layers)) if layers else list(train_entry.taps)
     names = train_entry.class_names
     others = {split: _open(store, ref, taps, train_entry, split) for split, ref in (("val", val), ("test", test))
               if ref is not None}

@@ -1,10 +1,11 @@
 """One training engine for every first-order head: H heads trained at once by a single jitted program.
 
 Each epoch is one compiled call: a `jax.lax.scan` over minibatches whose body `jax.vmap`s an AdamW step
+(optax.adamw under optax.inject_hyperparams, so each head's rate and decay sit in its optimizer state)
 over the head axis, so every head sees the same minibatch while its learning rate, weight decay,
 dropout and init seed are its own. A single head is H=1 of the same program. Shapes are static (the
 ragged last batch is padded and masked), so a fit compiles once per (N, D, K, H, batch size, epochs,
-architecture); `enable_compile_cache` makes later processes reuse the compiled programs. Sweeps are first-order only:
+architecture); pipeline.compile_cache makes later processes reuse the compiled programs. Sweeps are first-order only:
 vmapping optax.lbfgs over heads was measured at 877 s and 12 GB, so L-BFGS serves single fits (lbfgs.py).
 """
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -22,28 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pipeline.heads.checks import check_values
 from pipeline.heads.model import forward, init_params, weighted_loss
-from pipeline.training import decay_mask, warmup_cosine
+from pipeline.optim import decay_mask, warmup_cosine
 
 HPARAMS = {"lr": None, "weight_decay": 0.0, "dropout": 0.0, "seed": 0}  # per-head values and their defaults
-_EXECUTABLES: dict[tuple, Any] = {}
-
-
-def enable_compile_cache(directory: str | Path | None) -> None:
-    """Turns on JAX's persistent compilation cache in `directory` (None turns it off).
-
-    The train command uses <cache dir>/jax-compile. Every program taking over 0.1 s to compile is stored
-    there, so a second process loads it instead of running XLA again. JAX fixes the cache location the
-    first time it compiles anything, so the cache is reset here: the new directory applies even after
-    earlier compilations in this process.
-    """
-    from jax.experimental.compilation_cache import compilation_cache
-
-    if directory is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", None if directory is None else str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-    compilation_cache.reset_cache()
+_EXECUTABLES: OrderedDict[tuple, Any] = OrderedDict()  # least recently used first
+MIN_ROWS = 256  # smaller training sets are padded to this many rows: one program for all of them
+MIN_FEATURES = 64  # narrower features are padded with zero columns to this width
+MAX_EXECUTABLES = 64  # enough for a grid search's shapes; older programs are dropped, not kept for the process
 
 
 @dataclass
@@ -69,48 +57,80 @@ class SweepResult:
         return [{k: v[h] for k, v in layer.items()} for layer in self.params]
 
 
+def padded_size(n: int, minimum: int) -> int:
+    """n rounded up so that nearby sizes share one compiled program.
+
+    At least `minimum`; above it, a multiple of 1/8 of n's power of two (at most 12.5% padding). Padded rows
+    carry zero loss weight and padded feature columns are zero, so they change no result.
+    """
+    if n <= minimum:
+        return minimum
+    step = 2 ** max(0, n.bit_length() - 4)
+    return -(-n // step) * step
+
+
+def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """a with zero rows appended up to `rows`."""
+    return a if len(a) == rows else np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
+
+
 def _compiled(fn: Any, args: tuple) -> tuple[Any, float]:
     """An executable for fn at these argument shapes, compiled ahead of time once per process; compile seconds."""
     leaves, tree = jax.tree.flatten(args)
     key = (fn, tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
     if key in _EXECUTABLES:
+        _EXECUTABLES.move_to_end(key)
         return _EXECUTABLES[key], 0.0
     start = time.perf_counter()
     _EXECUTABLES[key] = fn.lower(*args).compile()
+    if len(_EXECUTABLES) > MAX_EXECUTABLES:
+        _EXECUTABLES.popitem(last=False)
     return _EXECUTABLES[key], time.perf_counter() - start
+
+
+def _optimizer(lr: Any, weight_decay: Any, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """AdamW (decay on kernels only) whose peak rate `lr` follows `schedule`; per-head values live in its state."""
+    return optax.inject_hyperparams(optax.adamw, static_args="mask")(
+        learning_rate=lambda count: lr * schedule(count),
+        weight_decay=weight_decay, mask=decay_mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _init_program(n_features: int, n_classes: int, hidden: tuple[int, ...], activation: str) -> Any:
+    """Jitted (seeds, lrs, decays) -> (params, optimizer states, dropout keys) of H heads.
+
+    Independent of the schedule (the optimizer recomputes its scheduled rate from the step count at
+    every update), so fits of any length share it.
+    """
+    def init_one(seed, lr, wd, used_features):
+        key = jax.random.key(seed)
+        params = init_params(jax.random.fold_in(key, 0), n_features, n_classes, hidden, activation, used_features)
+        return params, _optimizer(lr, wd, optax.constant_schedule(1.0)).init(params), jax.random.fold_in(key, 1)
+
+    return jax.jit(jax.vmap(init_one, in_axes=(0, 0, 0, None)))
 
 
 @functools.lru_cache(maxsize=None)
 def _programs(n_features: int, n_classes: int, hidden: tuple[int, ...], activation: str,
               total_steps: int, warmup_fraction: float) -> tuple[Any, Any, Any]:
     """(init, epoch, evaluate) jitted for one architecture and schedule."""
-    adam = optax.scale_by_adam()
     schedule = warmup_cosine(1.0, total_steps, warmup_fraction)
     loss_fn = functools.partial(weighted_loss, activation=activation)
 
-    def init_one(seed):
-        key = jax.random.key(seed)
-        params = init_params(jax.random.fold_in(key, 0), n_features, n_classes, hidden, activation)
-        return params, adam.init(params), jax.random.fold_in(key, 1)
-
-    def step_one(params, opt_state, key, lr, wd, dropout, x, y, w, step):
+    def step_one(params, opt_state, key, lr, dropout, x, y, w, step):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y, w, dropout=dropout,
                                                   key=jax.random.fold_in(key, step) if hidden else None)
-        updates, opt_state = adam.update(grads, opt_state)
-        rate = lr * schedule(step)
-        # AdamW: decoupled decay on kernels only (optax.adamw with decay_mask, per-head lr and decay).
-        params = jax.tree.map(lambda p, u, m: p - rate * (u + jnp.where(m, wd, 0.0) * p),
-                              params, updates, decay_mask(params))
-        return params, opt_state, loss
+        # the weight decay given to _optimizer here is a placeholder: update reads each head's from its state
+        updates, opt_state = _optimizer(lr, 0.0, schedule).update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
 
     def epoch(state, X, y, weights, idx, mask, hp, step0):
         def body(carry, batch):
             params, opt_state, keys = carry
             b_idx, b_mask, t = batch
             x, yb = X[b_idx], y[b_idx]
-            params, opt_state, loss = jax.vmap(step_one, in_axes=(0, 0, 0, 0, 0, 0, None, None, None, None))(
-                params, opt_state, keys, hp["lr"], hp["weight_decay"], hp["dropout"], x, yb,
-                weights[yb] * b_mask, step0 + t)
+            params, opt_state, loss = jax.vmap(step_one, in_axes=(0, 0, 0, 0, 0, None, None, None, None))(
+                params, opt_state, keys, hp["lr"], hp["dropout"], x, yb, weights[yb] * b_mask, step0 + t)
             return (params, opt_state, keys), loss
 
         state, losses = jax.lax.scan(body, state, (idx, mask, jnp.arange(idx.shape[0])))
@@ -119,7 +139,8 @@ def _programs(n_features: int, n_classes: int, hidden: tuple[int, ...], activati
     def evaluate(params, X, y):
         return jax.vmap(lambda p: metrics(p, X, y, activation))(params)
 
-    return jax.jit(jax.vmap(init_one)), jax.jit(epoch, donate_argnums=(0,)), jax.jit(evaluate)
+    return (_init_program(n_features, n_classes, hidden, activation), jax.jit(epoch, donate_argnums=(0,)),
+            jax.jit(evaluate))
 
 
 def metrics(params: Any, X: jax.Array, y: jax.Array, activation: str) -> tuple[jax.Array, jax.Array]:
@@ -143,12 +164,8 @@ def _hparams(hparams: Mapping[str, Any]) -> dict[str, np.ndarray]:
         raise ValueError(f"per-head hyperparameters must be scalars or 1-D arrays of one length H; got {shapes}")
     n_heads = lengths.pop() if lengths else 1
     out = {k: np.broadcast_to(arrays.get(k, d), (n_heads,)) for k, d in HPARAMS.items()}
-    checks = {"lr": out["lr"] > 0, "weight_decay": out["weight_decay"] >= 0,
-              "dropout": (out["dropout"] >= 0) & (out["dropout"] < 1)}
-    for name, ok in checks.items():
-        if not np.all(ok):
-            raise ValueError(f"{name} must be {'> 0' if name == 'lr' else '>= 0'}"
-                             f"{' and < 1' if name == 'dropout' else ''}; got {out[name].tolist()}")
+    for name, values in out.items():
+        check_values(name, values)
     return {k: v.astype(np.uint32 if k == "seed" else np.float32) for k, v in out.items()}
 
 
@@ -188,19 +205,24 @@ def train_heads(X: np.ndarray, y: np.ndarray, hparams: Mapping[str, Any], *, n_c
     n, d = X.shape
     if early_stopping and X_val is None:
         raise ValueError("early_stopping needs validation data (X_val, y_val)")
-    batch_size = min(int(batch_size), n)
+    rows = padded_size(n, MIN_ROWS)  # X's shape; rows past n are never drawn
+    cols = padded_size(d, MIN_FEATURES)  # zero columns: their first-layer weights start and stay at zero
+    batch_size = min(int(batch_size), rows)
     steps = math.ceil(n / batch_size)
-    init, epoch_fn, evaluate = _programs(d, n_classes, tuple(hidden), activation, epochs * steps,
+    init, epoch_fn, evaluate = _programs(cols, n_classes, tuple(hidden), activation, epochs * steps,
                                          float(warmup_fraction))
-    Xd, yd = jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.int32)
+    Xd = jnp.asarray(np.pad(np.asarray(X, np.float32), ((0, rows - n), (0, cols - d))))
+    yd = jnp.asarray(pad_rows(np.asarray(y, np.int32), rows))
     weights = jnp.asarray(np.ones(n_classes) if class_weight is None else class_weight, jnp.float32)
     hpd = {k: jnp.asarray(v) for k, v in hp.items() if k != "seed"}
     has_val = X_val is not None
     if has_val:
-        Xv, yv = jnp.asarray(X_val, jnp.float32), jnp.asarray(y_val, jnp.int32)
+        Xv = jnp.asarray(np.pad(np.asarray(X_val, np.float32), ((0, 0), (0, cols - d))))
+        yv = jnp.asarray(y_val, jnp.int32)
 
-    init_exe, compile_s = _compiled(init, (jnp.asarray(hp["seed"]),))
-    state = init_exe(jnp.asarray(hp["seed"]))
+    init_args = (jnp.asarray(hp["seed"]), hpd["lr"], hpd["weight_decay"], jnp.int32(d))
+    init_exe, compile_s = _compiled(init, init_args)
+    state = init_exe(*init_args)
     best = jax.tree.map(jnp.copy, state[0]) if early_stopping else None  # the epoch call donates state
     best_loss = np.full(len(hp["lr"]), np.inf)
     best_epoch = np.full(len(hp["lr"]), epochs)
@@ -234,6 +256,7 @@ def train_heads(X: np.ndarray, y: np.ndarray, hparams: Mapping[str, Any], *, n_c
                                 state[0], best)
             if np.all(waited >= patience):
                 break
-    params = best if early_stopping else state[0]
-    return SweepResult(jax.tree.map(np.asarray, params), {k: np.stack(v) for k, v in history.items()},
+    params = jax.tree.map(np.asarray, best if early_stopping else state[0])
+    params[0]["w"] = params[0]["w"][:, :d]  # drop the padded input rows
+    return SweepResult(params, {k: np.stack(v) for k, v in history.items()},
                        best_epoch, compile_s, train_s)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.heads._inputs import (check_classes, check_features, check_known_labels, check_labels,
+from pipeline.heads.checks import (check_classes, check_features, check_known_labels, check_labels,
                                     check_positive_int, check_same_width)
 
 CHUNK_ROWS = 512
@@ -31,7 +31,7 @@ def _check_ks(k: int | Sequence[int], n_train: int) -> list[int]:
     ks = [k] if isinstance(k, (int, np.integer)) else list(k)
     if not ks:
         raise ValueError("k must be a positive int or a non-empty sequence of them, got []")
-    ks = sorted({check_positive_int("k", v) for v in ks})
+    ks = sorted({check_positive_int(v, "k") for v in ks})
     if ks[-1] > n_train:
         raise ValueError(f"k={ks[-1]} exceeds the {n_train} training samples")
     return ks
@@ -61,14 +61,14 @@ def knn_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
       {k: accuracy} for each distinct k, in increasing k. Similarities are computed in float64
       when either feature array is float64, else in float32.
     """
-    x_train = check_features("X_train", X_train)
-    y_train = check_labels("y_train", y_train, x_train.shape[0], "X_train")
-    x_test = check_features("X_test", X_test)
-    y_test = check_labels("y_test", y_test, x_test.shape[0], "X_test")
-    check_same_width("X_test", x_test, "X_train", x_train)
-    classes = check_classes("y_train", y_train)
-    check_known_labels("y_test", y_test, classes, "y_train")
-    chunk_size = check_positive_int("chunk_size", chunk_size)
+    x_train = check_features(X_train, "X_train")
+    y_train = check_labels(y_train, x_train.shape[0], "y_train", "X_train")
+    x_test = check_features(X_test, "X_test")
+    y_test = check_labels(y_test, x_test.shape[0], "y_test", "X_test")
+    check_same_width(x_test, "X_test", x_train, "X_train")
+    classes = check_classes(y_train, "y_train")
+    check_known_labels(y_test, "y_test", classes, "y_train")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     ks = _check_ks(k, x_train.shape[0])
 
     dtype = np.float64 if np.float64 in (x_train.dtype, x_test.dtype) else np.float32

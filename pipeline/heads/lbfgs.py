@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from pipeline.heads.engine import _compiled, metrics
+from pipeline.heads.engine import MIN_FEATURES, MIN_ROWS, _compiled, metrics, pad_rows, padded_size
 from pipeline.heads.model import init_params, l2_penalty, weighted_loss
 
 
@@ -36,6 +36,9 @@ def _step_program(memory_size: int) -> tuple[Any, Any]:
     return opt, jax.jit(step)  # no donation: the L-BFGS state aliases buffers (params, zeros)
 
 
+_evaluate = jax.jit(functools.partial(metrics, activation="relu"))  # one function: compiled once per shape
+
+
 def fit_lbfgs(X: np.ndarray, y: np.ndarray, *, n_classes: int, l2: float, class_weight: np.ndarray | None = None,
               max_iter: int = 200, tol: float = 1e-5, memory_size: int = 10, X_val: np.ndarray | None = None,
               y_val: np.ndarray | None = None) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray], float]:
@@ -53,17 +56,21 @@ def fit_lbfgs(X: np.ndarray, y: np.ndarray, *, n_classes: int, l2: float, class_
         compile seconds).
     """
     opt, step = _step_program(memory_size)
-    Xd, yd = jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.int32)
-    w = jnp.asarray(np.ones(n_classes) if class_weight is None else class_weight, jnp.float32)[yd]
-    params = init_params(jax.random.key(0), X.shape[1], n_classes, (), "relu")  # zeros: seed-free
+    (n, d), rows, cols = X.shape, padded_size(X.shape[0], MIN_ROWS), padded_size(X.shape[1], MIN_FEATURES)
+    # zero-weight rows and zero columns (whose weights get no gradient and stay 0) let sizes share a program
+    Xd = jnp.asarray(np.pad(np.asarray(X, np.float32), ((0, rows - n), (0, cols - d))))
+    yd = jnp.asarray(pad_rows(np.asarray(y, np.int32), rows))
+    per_class = np.ones(n_classes, np.float32) if class_weight is None else np.asarray(class_weight, np.float32)
+    w = jnp.asarray(pad_rows(per_class[np.asarray(y)], rows))
+    params = init_params(jax.random.key(0), cols, n_classes, (), "relu")  # zeros: seed-free
     state = opt.init(params)
     l2 = jnp.float32(l2)
     history: dict[str, list[float]] = {"train_loss": []}
     exe, compile_s = _compiled(step, (params, state, Xd, yd, w, l2))
     if X_val is not None:
-        Xv, yv = jnp.asarray(X_val, jnp.float32), jnp.asarray(y_val, jnp.int32)
-        evaluate = jax.jit(functools.partial(metrics, activation="relu"))
-        eval_exe, seconds = _compiled(evaluate, (params, Xv, yv))
+        Xv = jnp.asarray(np.pad(np.asarray(X_val, np.float32), ((0, 0), (0, cols - d))))
+        yv = jnp.asarray(y_val, jnp.int32)
+        eval_exe, seconds = _compiled(_evaluate, (params, Xv, yv))
         compile_s += seconds
     for _ in range(max_iter):
         params, state, value, grad_norm = exe(params, state, Xd, yd, w, l2)
@@ -74,4 +81,5 @@ def fit_lbfgs(X: np.ndarray, y: np.ndarray, *, n_classes: int, l2: float, class_
             history.setdefault("val_accuracy", []).append(float(acc))
         if float(grad_norm) < tol:
             break
-    return jax.tree.map(np.asarray, params), {k: np.asarray(v) for k, v in history.items()}, compile_s
+    params = [{"w": np.asarray(params[0]["w"])[:d], "b": np.asarray(params[0]["b"])}]
+    return params, {k: np.asarray(v) for k, v in history.items()}, compile_s

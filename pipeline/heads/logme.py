@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.heads._inputs import check_classes, check_features, check_labels
+from pipeline.heads.checks import check_classes, check_features, check_labels
 
 EPSILON = 1e-5  # added to the denominators of the alpha/beta updates, as in the reference code
 MAX_ITERATIONS = 11
@@ -77,9 +77,9 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     Returns:
       The mean over the classes present of the maximised log evidence per sample.
     """
-    f = check_features("features", features).astype(np.float64)
-    y = check_labels("labels", labels, f.shape[0], "features")
-    classes = check_classes("labels", y)
+    f = check_features(features, "features").astype(np.float64)
+    y = check_labels(labels, f.shape[0], "labels", "features")
+    classes = check_classes(y, "labels")
     targets = (y[:, None] == classes[None, :]).astype(np.float64)
     s, x2 = _spectrum(f, targets)
     n, d = f.shape

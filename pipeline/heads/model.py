@@ -4,20 +4,40 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh}
+
+def _gelu(h: Any, xp: Any) -> Any:
+    """tanh-approximated GELU (jax.nn.gelu's default), in numpy or jax.numpy."""
+    return 0.5 * h * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * h ** 3)))
+
+
+# Each takes (activations, array module), so one forward pass serves training (jax) and prediction (numpy).
+ACTIVATIONS = {"relu": lambda h, xp: xp.maximum(h, 0), "gelu": _gelu, "tanh": lambda h, xp: xp.tanh(h)}
 
 Params = list[dict[str, jax.Array]]  # one {'w': (D_in, D_out), 'b': (D_out,)} per layer
 
 
-def init_params(key: jax.Array, n_features: int, n_classes: int, hidden: Sequence[int], activation: str) -> Params:
+def standardizer(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) float32 (D,) z-scoring of (N, D) training features; a constant column keeps scale 1."""
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    return mean.astype(np.float32), np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
+
+
+def init_params(key: jax.Array, n_features: int, n_classes: int, hidden: Sequence[int], activation: str,
+                used_features: jax.Array | int | None = None) -> Params:
     """Layers of an MLP (no hidden layers: a linear head).
 
     Hidden kernels use He (relu) or LeCun (gelu, tanh) normal init; the output layer starts at zero,
     so a linear head starts from the same point as scikit-learn's logistic regression whatever the seed.
+    used_features (may be traced): only the first that many inputs are real, the rest zero padding; the
+    first kernel's rows past them start at zero (and, as their inputs are zero, stay there) and its
+    fan-in is used_features.
     """
     sizes = [n_features, *hidden, n_classes]
     scale = 2.0 if activation == "relu" else 1.0
@@ -27,19 +47,25 @@ def init_params(key: jax.Array, n_features: int, n_classes: int, hidden: Sequenc
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = i == len(sizes) - 2
         w = jnp.zeros((d_in, d_out), jnp.float32) if last else init(keys[i], (d_in, d_out), jnp.float32)
+        if i == 0 and used_features is not None and not last:
+            real = jnp.arange(d_in)[:, None] < used_features
+            w = jnp.where(real, w * jnp.sqrt(d_in / used_features), 0.0)
         params.append({"w": w, "b": jnp.zeros((d_out,), jnp.float32)})
     return params
 
 
 def forward(params: Params, x: jax.Array, activation: str, dropout: jax.Array | float = 0.0,
-            key: jax.Array | None = None) -> jax.Array:
-    """Logits (B, K) of (B, D) standardised features; inverted dropout on hidden activations when `key` is set."""
+            key: jax.Array | None = None, xp: Any = jnp) -> jax.Array:
+    """Logits (B, K) of (B, D) standardised features; inverted dropout on hidden activations when `key` is set.
+
+    xp=numpy computes in numpy (no tracing or compiling: prediction); dropout then needs key None.
+    """
     act = ACTIVATIONS[activation]
     h = x
     for i, layer in enumerate(params):
         h = h @ layer["w"] + layer["b"]
         if i < len(params) - 1:
-            h = act(h)
+            h = act(h, xp)
             if key is not None:
                 keep = 1.0 - dropout
                 mask = jax.random.bernoulli(jax.random.fold_in(key, i), keep, h.shape)

@@ -7,42 +7,41 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.plotting import pyplot
 
-def _pyplot():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def learning_curve_figure(history: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """The learning-curve figure: losses on the left axis, validation accuracy on the right, and ONE legend
+    for both, below the axes, so it covers neither the curves nor another legend."""
+    plt = pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, loss_ax = plt.subplots(figsize=(6, 4.5))
+    lines = loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    if history and "val_loss" in history[0]:
+        lines += loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val loss")
+        acc_ax = loss_ax.twinx()
+        lines += acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "g--", label="val accuracy")
+        acc_ax.set_ylabel("accuracy")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy")
+    loss_ax.set_title(title)
+    fig.legend(lines, [line.get_label() for line in lines], loc="lower center", ncol=len(lines), frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # the bottom strip is the legend's
+    return fig
 
 
 def learning_curve(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Train/validation loss and validation accuracy per epoch (iteration, for L-BFGS)."""
-    plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
-    fig, loss_ax = plt.subplots(figsize=(6, 4))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
-    if history and "val_loss" in history[0]:
-        loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val loss")
-        acc_ax = loss_ax.twinx()
-        acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "g--", label="val accuracy")
-        acc_ax.set_ylabel("accuracy")
-        acc_ax.legend(loc="center right")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("cross-entropy")
-    loss_ax.legend(loc="upper right")
-    loss_ax.set_title(title)
-    fig.tight_layout()
+    """Train/validation loss and validation accuracy per epoch (iteration, for L-BFGS), as a PNG."""
+    fig = learning_curve_figure(history, title)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
                      title: str = "") -> Path:
     """A heat map of counts, rows true class, columns predicted class."""
-    plt = _pyplot()
+    plt = pyplot()
     m = np.asarray(matrix)
     k = len(class_names)
     side = min(12, 2 + 0.4 * k)
@@ -70,7 +69,7 @@ def accuracy_vs_regularization(panels: Sequence[dict[str, Any]], path: Path, tit
     Each panel is {'tap', 'method', 'xlabel', 'x': (R,) values, 'series': {label: (R,) accuracies}}; the x axis is
     logarithmic, or symlog (linear below the smallest positive value) when a regularisation of 0 needs a place.
     """
-    plt = _pyplot()
+    plt = pyplot()
     taps = list(dict.fromkeys(p["tap"] for p in panels))
     methods = list(dict.fromkeys(p["method"] for p in panels))
     fig, axes = plt.subplots(len(taps), len(methods), figsize=(4 * len(methods), 3 * len(taps)), squeeze=False)

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pipeline.heads._inputs import (check_classes, check_features, check_known_labels, check_labels,
+from pipeline.heads.checks import (check_classes, check_features, check_known_labels, check_labels,
                                     check_positive_int, check_same_width)
 
 CHUNK_ROWS = 8192
@@ -60,10 +60,10 @@ class RidgeSolver:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, classes: np.ndarray | None = None,
                  chunk_size: int = CHUNK_ROWS):
-        x = check_features("X_train", x)
-        y = check_labels("y_train", y, x.shape[0], "X_train")
-        self.classes_ = check_classes("y_train", y) if classes is None else np.asarray(classes)
-        self.chunk_size = check_positive_int("chunk_size", chunk_size)
+        x = check_features(x, "X_train")
+        y = check_labels(y, x.shape[0], "y_train", "X_train")
+        self.classes_ = check_classes(y, "y_train") if classes is None else np.asarray(classes)
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
         targets = np.where(y[:, None] == self.classes_[None, :], 1.0, -1.0)
         self.intercept_ = targets.mean(axis=0)  # exact: the features are centred
         targets -= self.intercept_
@@ -131,7 +131,7 @@ class RidgeModel:
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """(N, C) float64 scores of (N, D) features."""
-        x = check_features("X", x)
+        x = check_features(x, "X")
         if x.shape[1] != self.coef_.shape[1]:
             raise ValueError(f"X has {x.shape[1]} features but the model was fitted on {self.coef_.shape[1]}")
         return x.astype(np.float64) @ self.coef_.T + self.intercept_
@@ -142,19 +142,19 @@ class RidgeModel:
 
     def score(self, x: np.ndarray, y: np.ndarray) -> float:
         """Accuracy of predict(x) against (N,) labels y."""
-        y = check_labels("y", y, np.asarray(x).shape[0], "X")
+        y = check_labels(y, np.asarray(x).shape[0], "y", "X")
         return float(np.mean(self.predict(x) == y))
 
 
 def _check_split(x_train: object, y_train: object, x_val: object, y_val: object) -> tuple[np.ndarray, ...]:
     """Validated (x_train, y_train, x_val, y_val, classes)."""
-    x_train = check_features("X_train", x_train)
-    y_train = check_labels("y_train", y_train, x_train.shape[0], "X_train")
-    x_val = check_features("X_val", x_val)
-    y_val = check_labels("y_val", y_val, x_val.shape[0], "X_val")
-    check_same_width("X_val", x_val, "X_train", x_train)
-    classes = check_classes("y_train", y_train)
-    check_known_labels("y_val", y_val, classes, "y_train")
+    x_train = check_features(x_train, "X_train")
+    y_train = check_labels(y_train, x_train.shape[0], "y_train", "X_train")
+    x_val = check_features(x_val, "X_val")
+    y_val = check_labels(y_val, x_val.shape[0], "y_val", "X_val")
+    check_same_width(x_val, "X_val", x_train, "X_train")
+    classes = check_classes(y_train, "y_train")
+    check_known_labels(y_val, "y_val", classes, "y_train")
     return x_train, y_train, x_val, y_val, classes
 
 

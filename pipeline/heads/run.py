@@ -14,7 +14,8 @@ import numpy as np
 from pipeline.heads import plots
 from pipeline.heads.estimators import HEADS
 from pipeline.heads.metrics import evaluate
-from pipeline.heads.validation import stratified_holdout
+from pipeline.heads.checks import stratified_holdout
+from pipeline.paths import run_dir
 from pipeline.store import Entry, FeatureStore, check_pairing, open_entry
 
 SPATIAL = ("avg", "max", "flatten")
@@ -55,7 +56,7 @@ def _load(entry: Entry, layers: Sequence[str], spatial: str) -> tuple[np.ndarray
 
 def default_out_dir(head: str) -> Path:
     """runs/<UTC timestamp>-<head>."""
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{head}"
+    return run_dir(head)
 
 
 def train(features: str | os.PathLike, layer: str | Sequence[str], head: str = "linear", *, val: str | os.PathLike | None = None,
@@ -66,8 +67,9 @@ def train(features: str | os.PathLike, layer: str | Sequence[str], head: str = "
 
     Args:
         features: the training entry: anything FeatureStore.resolve accepts (digest prefix, file name, path).
-        layer: the tap to train on, or several taps of the entry, concatenated (e.g. the class tokens of
-            the last blocks, as DINOv2's linear evaluation does). head: 'linear' or 'mlp'.
+        layer: the tap to train on, a name or an index (-1: the last), or several taps of the entry,
+            concatenated (e.g. the class tokens of the last blocks, as DINOv2's linear evaluation does).
+            head: 'linear' or 'mlp'.
         val: validation entry; None holds out a seeded stratified 10% of `features`. test: optional test entry.
         spatial: how spatial (H, W, C) features become vectors: 'avg', 'max' or 'flatten'.
         hyperparameters: keyword arguments of LinearHead / MLPHead (seed defaults to `seed`).
@@ -81,11 +83,10 @@ def train(features: str | os.PathLike, layer: str | Sequence[str], head: str = "
         raise ValueError(f"head {head!r} is not supported; valid: {sorted(HEADS)}")
     store = FeatureStore(cache_dir)
     train_entry = _open(store, features)
-    layers = [layer] if isinstance(layer, str) else list(layer)
+    layers = [layer] if isinstance(layer, (str, int)) else list(layer)
     if not layers:
         raise ValueError(f"no layer given; the entry's taps: {', '.join(train_entry.taps)}")
-    for tap in layers:
-        train_entry.tap(tap)
+    layers = [train_entry.resolve_tap(t) for t in layers]  # names or indices, as extract --layer takes
     layer = layers[0] if len(layers) == 1 else layers  # recorded in the head and metrics: one name, or the list
     X, y = _load(train_entry, layers, spatial)
     names = train_entry.class_names

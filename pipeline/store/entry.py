@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
+from pipeline.taps import resolve_taps
+
 from .codec import canonical_json, read_attrs
 from .digests import CONTENT_DIGEST, CONTENTS, ContentHasher, content_digest
 from .errors import CorruptEntryError, NonFiniteFeaturesError, remove_hint
@@ -79,16 +81,23 @@ class Entry:
         # network filesystems) buys nothing.
         return h5py.File(self.path, "r", locking=False)
 
-    def tap(self, name: str) -> TapInfo:
-        """TapInfo of `name`; an unknown tap raises ValueError listing the entry's taps."""
-        if name not in self.taps:
-            raise ValueError(f"tap {name!r} is not in {self.path.name}; its taps: {list(self.taps)}")
-        return self.taps[name]
+    def resolve_tap(self, tap: str | int) -> str:
+        """The name of a tap given by name or index (negative allowed, as `extract --layer`); an unknown tap
+        raises ValueError listing the entry's taps."""
+        try:
+            (name,) = resolve_taps(list(self.taps), [tap])
+        except ValueError:
+            raise ValueError(f"tap {tap!r} is not in {self.path.name}; its taps: {list(self.taps)}") from None
+        return name
 
-    def features(self, tap: str) -> np.ndarray:
-        """All features of one tap, (N, *shape), in the stored dtype (float32 for bfloat16 taps); checked
-        against the tap's sha256, so a damaged entry is an error, never served."""
-        self.tap(tap)
+    def tap(self, name: str | int) -> TapInfo:
+        """TapInfo of a tap given by name or index; an unknown tap raises ValueError listing the entry's taps."""
+        return self.taps[self.resolve_tap(name)]
+
+    def features(self, tap: str | int) -> np.ndarray:
+        """All features of one tap (name or index), (N, *shape), in the stored dtype (float32 for bfloat16
+        taps); checked against the tap's sha256, so a damaged entry is an error, never served."""
+        tap = self.resolve_tap(tap)
         with self.open() as f:
             x = read_rows(self.path, f[f"features/{tap}"], 0, self.n)
         _check_digest(self.path, self.attrs[CONTENTS], f"features/{tap}", x)

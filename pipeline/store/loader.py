@@ -73,7 +73,7 @@ def iter_batches(entry: Entry, tap: str, batch_size: int, *, seed: int | None = 
     Returns:
         An iterator of (features (B, *shape), labels (B,) int64).
     """
-    entry.tap(tap)
+    tap = entry.resolve_tap(tap)
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     selected = _selected_rows(entry.n, rows)

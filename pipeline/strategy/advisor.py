@@ -12,9 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline import backbones
-from pipeline.data import Geometry, open_source
+from pipeline.data import Geometry, load_split, open_source
 from pipeline.extract import extract
-from pipeline.finetune.run import load_split
 from pipeline.heads import LinearHead, logme, reduce_spatial
 from pipeline.store import load
 from pipeline.strategy.candidates import FAMILIES, FROZEN, LARGE_PER_CLASS, Evidence, family_order

@@ -19,6 +19,7 @@ from pipeline import backbones
 from pipeline.extract import extract
 from pipeline.finetune import finetune
 from pipeline.heads import train
+from pipeline.paths import run_dir
 
 CASES = {
     1: "small + similar: freeze the backbone, new head on the last feature tap",
@@ -96,7 +97,7 @@ def run_case(case: int, backbone: str, dataset: str, *, weights: str | Path = "p
     if mode not in ("full", "lp-ft"):
         raise ValueError(f"mode {mode!r} is not a case 3-4 recipe; valid: full, lp-ft")
     start = time.perf_counter()
-    out = Path(out) if out is not None else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-case{case}"
+    out = Path(out) if out is not None else run_dir(f"case{case}")
     data = dict(classes=classes, per_class=per_class, limit=limit, seed=seed)
     if case in (1, 2):
         model = backbones.create(backbone, weights)

@@ -104,7 +104,9 @@ def fit_frozen(candidate: Candidate, train: tuple[dict, np.ndarray], val: tuple[
     if "l2s" in p:
         model = fit_ridge(x, y, xv, yv, p["l2s"])
     else:
-        model = HEADS[p["head"]](lr=p["lr"], seed=seed).fit(x, y, xv, yv)
+        # the candidates' rate grid is a minibatch solver's (LinearHead's default, L-BFGS, takes no rate)
+        solver = {"solver": "adamw"} if p["head"] == "linear" else {}
+        model = HEADS[p["head"]](lr=p["lr"], seed=seed, **solver).fit(x, y, xv, yv)
     return model, float(model.score(xv, yv))
 
 

@@ -152,7 +152,7 @@ def _evidence(model, frozen: list[dict], feats: dict, taps: list[str], early: li
               subset: dict, resolution: int | None) -> cands.Evidence:
     """Probe accuracy per tap (the best finished single-tap frozen fit, else a ridge sweep), LogME per
     tap, the BatchNorm shift on at most 1000 training images, and the median images per class."""
-    from pipeline.finetune.run import load_split
+    from pipeline.data import load_split
     from pipeline.strategy.similarity import bn_shift
 
     (train, y), (val, yv) = feats["train"], feats["val"]
@@ -193,7 +193,7 @@ def _final(best: dict, fitted: dict, backbone: str, dataset: str, feats: dict, c
 
 
 def _save_frozen(model, path: Path, info: dict) -> Path:
-    """A head as `save_head` writes it; a ridge model as its coef/intercept/classes arrays."""
+    """A head as its `save` writes it; a ridge model as its coef/intercept/classes arrays."""
     if hasattr(model, "save"):
         return model.save(path, info)
     from pipeline.weights import save_params
