@@ -17,12 +17,11 @@ Every measurement runs in a fresh subprocess (fair memory and thread use):
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 
-from benchlib import ROOT, import_timm, parse_args, run_worker, spawn
+from benchlib import ROOT, import_timm, parse_args, report, run_worker, spawn
 BATCH = 32
 VIT = "vit_small_patch16_224"
 VIT_WEIGHTS = ROOT / "results" / f"{VIT}.random.safetensors"
@@ -253,7 +252,7 @@ def main() -> None:
         results["vit"], new = _compare("vit_small_patch16_224 224px", modes, max(2, batches // 3), repeats)
         rows += new
     if args.only not in (None, "cache"):
-        _print(rows, results)
+        report(rows, results, "bench_extract")
         return
     write = _spawn("write", 256 if args.quick else 1024)
     results["write"] = write
@@ -269,18 +268,7 @@ def main() -> None:
                      f"{small['peak_rss_mb']:.0f} MB vs {large['peak_rss_mb']:.0f} MB "
                      f"(files {small['file_mb']:.0f} / {large['file_mb']:.0f} MB)",
                      f"{large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x"))
-    _print(rows, results)
-
-
-def _print(rows: list[tuple[str, str, str]], results: dict) -> None:
-    """The table, and the results as JSON in results/."""
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
-    out = ROOT / "results" / "bench_extract.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    report(rows, results, "bench_extract")
 
 
 if __name__ == "__main__":

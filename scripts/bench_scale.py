@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 
-from benchlib import ROOT, parse_args, run_worker, spawn
+from benchlib import parse_args, report, run_worker, spawn
 
 BATCH = 32
 
@@ -131,13 +131,7 @@ def main() -> None:
                      f"{run['startup_s'] - local['startup_s']:+.1f}", f"{run['call_s']:.1f}",
                      f"{run['peak_rss_mb']:.0f}", f"{run['load_before']:.1f}-{run['load_after']:.1f}",
                      str(run["identical_to_local"])))
-    width = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
-    out = ROOT / "results" / "bench_scale.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    report(rows, results, "bench_scale")
 
 
 if __name__ == "__main__":

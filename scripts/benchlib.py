@@ -67,3 +67,15 @@ def spawn(script: str, worker: str, *args: Any) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"worker {worker} failed:\n{out.stderr.strip()[-2000:]}")
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": seconds}
+
+
+def report(rows: list[tuple[str, ...]], results: dict, name: str) -> Path:
+    """Prints `rows` (the first is the header) as aligned columns and writes `results` to results/NAME.json."""
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
+    out = ROOT / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    return out

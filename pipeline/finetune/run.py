@@ -19,7 +19,7 @@ from pipeline.finetune.groups import MODES, build_tx, layer_decay_scales, param_
 from pipeline.finetune.loop import EpochCallback, StepProgress, eval_batches, fit
 from pipeline.finetune.transfer import build_target, penultimate_tap, set_linear_head
 from pipeline.optim import warmup_cosine
-from pipeline.paths import run_dir
+from pipeline.paths import claim_settings, run_dir
 from pipeline.plotting import pyplot
 from pipeline.training import ClassifierSteps
 
@@ -188,16 +188,7 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
 def _claim_run_dir(out: Path, settings: dict) -> None:
     """Records the run's settings in OUT/settings.json; a directory holding another run's is refused,
     so checkpoints are only ever resumed by the run that wrote them."""
-    path = out / "settings.json"
-    current = json.loads(json.dumps(settings))
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-        if changed:
-            raise ValueError(f"{out} holds checkpoints of a run with other settings ({', '.join(changed)} differ); "
-                             "rerun with the same settings to resume, or pass another --out")
-    else:
-        path.write_text(json.dumps(current, indent=2))
+    claim_settings(out / "settings.json", settings, "checkpoints of a run", "settings")
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:

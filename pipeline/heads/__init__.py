@@ -12,7 +12,7 @@ from typing import Any
 
 # imported now: the function shares its module's name, which a later `import pipeline.heads.logme` would
 # otherwise bind on the package in its place (numpy and checks only)
-from pipeline.heads.logme import logme
+from pipeline.heads.logme import logme  # noqa: F401 (re-exported)
 
 _EXPORTS = {
     "BenchResult": "bench", "bench_heads": "bench",

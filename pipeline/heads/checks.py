@@ -138,6 +138,20 @@ def check_known_labels(y: np.ndarray, name: str, classes: np.ndarray, ref_name: 
                          f"known classes: {classes.tolist()}")
 
 
+def check_split_pair(X_train: Any, y_train: Any, X_other: Any, y_other: Any, other: str = "X_val") -> tuple:
+    """Validated (x_train, y_train, x_other, y_other, classes): features, labels of matching lengths, one
+    width, and no label in the other split that training never saw. `other` names it ('X_val', 'X_test')."""
+    y_other_name = "y" + other[1:]
+    x_train = check_features(X_train, "X_train")
+    y_train = check_labels(y_train, x_train.shape[0], "y_train", "X_train")
+    x_other = check_features(X_other, other)
+    y_other = check_labels(y_other, x_other.shape[0], y_other_name, other)
+    check_same_width(x_other, other, x_train, "X_train")
+    classes = check_classes(y_train, "y_train")
+    check_known_labels(y_other, y_other_name, classes, "y_train")
+    return x_train, y_train, x_other, y_other, classes
+
+
 def check_positive_int(value: Any, name: str) -> int:
     """value if it is an int >= 1 (bools refused); ValueError/TypeError naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

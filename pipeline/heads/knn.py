@@ -13,8 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.heads.checks import (check_classes, check_features, check_known_labels, check_labels,
-                                    check_positive_int, check_same_width)
+from pipeline.heads.checks import check_positive_int, check_split_pair
 
 CHUNK_ROWS = 512
 
@@ -61,13 +60,7 @@ def knn_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
       {k: accuracy} for each distinct k, in increasing k. Similarities are computed in float64
       when either feature array is float64, else in float32.
     """
-    x_train = check_features(X_train, "X_train")
-    y_train = check_labels(y_train, x_train.shape[0], "y_train", "X_train")
-    x_test = check_features(X_test, "X_test")
-    y_test = check_labels(y_test, x_test.shape[0], "y_test", "X_test")
-    check_same_width(x_test, "X_test", x_train, "X_train")
-    classes = check_classes(y_train, "y_train")
-    check_known_labels(y_test, "y_test", classes, "y_train")
+    x_train, y_train, x_test, y_test, classes = check_split_pair(X_train, y_train, X_test, y_test, "X_test")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     ks = _check_ks(k, x_train.shape[0])
 

@@ -20,8 +20,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pipeline.heads.checks import (check_classes, check_features, check_known_labels, check_labels,
-                                    check_positive_int, check_same_width)
+from pipeline.heads.checks import (check_classes, check_features, check_labels, check_positive_int,
+                                    check_split_pair)
 
 CHUNK_ROWS = 8192
 
@@ -146,18 +146,6 @@ class RidgeModel:
         return float(np.mean(self.predict(x) == y))
 
 
-def _check_split(x_train: object, y_train: object, x_val: object, y_val: object) -> tuple[np.ndarray, ...]:
-    """Validated (x_train, y_train, x_val, y_val, classes)."""
-    x_train = check_features(x_train, "X_train")
-    y_train = check_labels(y_train, x_train.shape[0], "y_train", "X_train")
-    x_val = check_features(x_val, "X_val")
-    y_val = check_labels(y_val, x_val.shape[0], "y_val", "X_val")
-    check_same_width(x_val, "X_val", x_train, "X_train")
-    classes = check_classes(y_train, "y_train")
-    check_known_labels(y_val, "y_val", classes, "y_train")
-    return x_train, y_train, x_val, y_val, classes
-
-
 def ridge_sweep(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                 l2s: Sequence[float], *, chunk_size: int = CHUNK_ROWS) -> RidgeSweep:
     """Validation accuracy of ridge classifiers for many L2 values from one eigendecomposition.
@@ -171,7 +159,7 @@ def ridge_sweep(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_v
     Returns:
       RidgeSweep with val_accuracy (L,), best_l2 and best_accuracy.
     """
-    x_train, y_train, x_val, y_val, classes = _check_split(X_train, y_train, X_val, y_val)
+    x_train, y_train, x_val, y_val, classes = check_split_pair(X_train, y_train, X_val, y_val)
     l2s = _check_l2s(l2s)
     acc = RidgeSolver(x_train, y_train, classes, chunk_size).accuracies(x_val, y_val, l2s)
     top = np.flatnonzero(acc == acc.max())

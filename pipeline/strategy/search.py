@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.heads import HEADS, fit_ridge
 from pipeline.jobs import Job, run_jobs
+from pipeline.paths import claim_settings
 from pipeline.strategy.candidates import Candidate
 
 
@@ -58,15 +59,7 @@ class Results:
     def __init__(self, out: Path, settings: dict[str, Any] | None = None):
         self.dir = out / "candidates"
         self.dir.mkdir(parents=True, exist_ok=True)
-        path, current = out / "search.json", json.loads(json.dumps(settings or {}, default=str))
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-            if changed:
-                raise ValueError(f"{out} holds the results of a search with other settings ({', '.join(changed)} "
-                                 "differ); rerun with the same ones to resume, or pass another --out")
-        else:
-            path.write_text(json.dumps(current, indent=2))
+        claim_settings(out / "search.json", settings or {}, "the results of a search", "ones")
 
     def get(self, key: str) -> dict | None:
         path = self.dir / f"{key}.json"
