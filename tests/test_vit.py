@@ -22,7 +22,7 @@ from pipeline.cli import main
 from pipeline.data import open_source
 from pipeline.finetune import build_target
 from pipeline.finetune.groups import build_tx, layer_decay_scales, param_labels, path_name
-from pipeline.heads import enable_compile_cache
+from pipeline.compile_cache import enable_compile_cache
 from pipeline.store import load as load_features
 from pipeline.store import open_entry
 from pipeline.weights import KeyMismatchError, load_state_dict, to_timm, vit_layout
