@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         core_groups(args.jobs)  # a bad --jobs fails now, not after the source has trained
+    except ValueError as error:
+        parser.error(f"--jobs: {error}")
+    try:
         engine = engine_from_args(args)
     except ValueError as error:
         parser.error(str(error))

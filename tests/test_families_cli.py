@@ -54,7 +54,7 @@ def test_extract_then_train_through_the_cli(name, tmp_path):
     summary = json.loads(done.stdout)
     (tap,) = summary["shapes"]  # the default: the last feature tap before the classifier
     assert summary["n"] == 40 and not summary["hit"] and summary["computed"] == 40
-    done = _cli("train", "--features", summary["key"][:16], "--layer", tap, "--epochs", "2", "--out",
+    done = _cli("train", "--features", summary["key"][:16], "--layer", tap, "--out",
                 str(tmp_path / "run"), "--json", cache=cache)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)

@@ -200,7 +200,7 @@ def test_end_to_end_through_the_cli(tmp_path, capsys):
         assert_allclose(load_features(entry, "block0")[0], want, rtol=1e-5, atol=1e-5)
 
         assert main(["train", "--features", first["key"][:10], "--layer", "block0", "--layer", "pre_logits",
-                     "--epochs", "2", "--out", str(tmp_path / "head"), "--cache-dir", cache, "--json"]) == 0
+                     "--out", str(tmp_path / "head"), "--cache-dir", cache, "--json"]) == 0
         head = json.loads(capsys.readouterr().out)
         assert head["n_features"] == 48 and head["layer"] == ["block0", "pre_logits"]
 
