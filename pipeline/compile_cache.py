@@ -7,11 +7,14 @@ from pathlib import Path
 
 from pipeline.paths import cache_dir
 
+# Programs compiling faster than this are not worth a disk read; tests set 0 so that storing is not up to timing.
+MIN_COMPILE_SECS = 0.1
+
 
 def enable_compile_cache(directory: str | Path | None) -> None:
     """Turns on JAX's persistent compilation cache in `directory` (None turns it off).
 
-    Every program taking over 0.1 s to compile is stored there, so a second process loads it instead of
+    Every program taking over MIN_COMPILE_SECS (0.1 s) to compile is stored there, so a second process loads it instead of
     running XLA again. JAX fixes the cache location the first time it compiles anything, so the cache is
     reset here: the new directory applies even after earlier compilations in this process.
     """
@@ -21,7 +24,7 @@ def enable_compile_cache(directory: str | Path | None) -> None:
     if directory is not None:
         Path(directory).mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", None if directory is None else str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECS)
     compilation_cache.reset_cache()
 
 

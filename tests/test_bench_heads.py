@@ -100,7 +100,7 @@ def test_grid_head_equals_a_single_train_heads_run(store, entries, tmp_path):
                     atol=0)
 
 
-def test_cli_prints_the_ranked_table(store, entries, tmp_path, capsys):
+def test_cli_prints_the_ranked_table(store, entries, tmp_path, capsys, store_every_program):
     train, test = entries
     out = tmp_path / "cli"
     code = main(["bench-heads", "--features", str(train.path), "--val", str(test.path), "--layer", "deep",

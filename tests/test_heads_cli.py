@@ -35,7 +35,7 @@ def store(tmp_path):
     enable_compile_cache(None)  # the command turned JAX's persistent cache on for this process
 
 
-def test_train_command_with_val_and_test_entries(store, tmp_path, capsys):
+def test_train_command_with_val_and_test_entries(store, tmp_path, capsys, store_every_program):
     train = _write(store, "train", 150, (8,), 0)
     val = _write(store, "val", 30, (8,), 1)
     test = _write(store, "test", 60, (8,), 2)

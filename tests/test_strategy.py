@@ -142,7 +142,7 @@ def test_advisor_rejects_bad_settings(kwargs, message):
         advise("seednet_tiny", weights="random", **(TARGET | kwargs))
 
 
-def test_commands_print_and_write(tmp_path, capsys, source):
+def test_commands_print_and_write(tmp_path, capsys, source, store_every_program):
     out = tmp_path / "advice.json"
     assert main(["advise", "--backbone", "seednet_tiny", "--weights", str(source), "--dataset", "digits",
                  "--per-class", "40", "--sample", "200", "--out", str(out)]) == 0
