@@ -54,6 +54,9 @@ def test_saved_model_digest_and_a_mismatched_checkpoint(tmp_path):
     assert backbones.weights_digest("seednet_tiny", path) == params_digest(flatten_state(nnx.state(model)))
     with pytest.raises(ValueError, match="holds a 'seednet_tiny' backbone, not 'resnet_tiny'"):
         backbones.weights_digest("resnet_tiny", path)
+    other = backbones.create("seednet_tiny", "random", seed=4)
+    backbones.save(other, path)  # the same path, new contents: the recorded digest is not reused
+    assert backbones.weights_digest("seednet_tiny", path) == params_digest(flatten_state(nnx.state(other)))
 
 
 def test_random_digest_is_recorded_once_built():
@@ -70,9 +73,10 @@ def test_a_hit_builds_no_model(tmp_path, monkeypatch, weights):
     if weights == "checkpoint":
         weights = backbones.save(backbones.create("seednet_tiny", "random", seed=1), tmp_path / "w.safetensors")
     builds = []
-    create, assign = backbones.create, registry.assign_flat
+    create, assign, read = backbones.create, registry.assign_flat, registry._read
     monkeypatch.setattr(backbones, "create", lambda *a, **k: builds.append("create") or create(*a, **k))
     monkeypatch.setattr(registry, "assign_flat", lambda *a, **k: builds.append("fill") or assign(*a, **k))
+    monkeypatch.setattr(registry, "_read", lambda *a, **k: builds.append("read") or read(*a, **k))  # tensors
     args = dict(backbone="seednet_tiny", dataset="digits", taps=["fc1"], weights=weights, limit=16,
                 batch_size=16, cache_dir=tmp_path / "store")
     first = extract(**args)

@@ -114,35 +114,46 @@ def weights_digest(name: str, weights: str | Path = "pretrained", *, seed: int =
                    **options: Any) -> str | None:
     """`params_digest` of the weights `create(name, weights, seed=seed, **options)` holds, without building it.
 
-    A checkpoint's tensors are read, mapped to the module's keys and cast to its dtypes, as loading does.
-    Random weights are known only by building them once: pass that model as `built` to record its digest
-    (under the variant, seed, options, jax/flax versions, backend and family source); unrecorded, None.
+    A checkpoint's tensors are read, mapped to the module's keys and cast to its dtypes, as loading does; the
+    result is recorded under the file's identity (resolved path, inode, size, mtime in ns) and the code that
+    reads it, so the next call only stats the file. Random weights are known only by building them once: pass
+    that model as `built` to record its digest (under the variant, seed, options, jax/flax versions, backend
+    and code); unrecorded, None. Records live in `default_weights_dir()/digests.json`.
     """
     entry = get(name)
     path = _weights_path(entry, weights)
+    parts: dict[str, Any] = {"backbone": entry.name, "options": options, "code": _code_digest(entry)}
+    if path is None:
+        parts.update(config=dataclasses.asdict(entry.config), seed=seed, jax=jax.__version__, flax=flax.__version__,
+                     backend=jax.default_backend())
+    else:
+        stat = path.stat()
+        parts.update(file=str(path.resolve()), inode=stat.st_ino, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    token = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    memo = default_weights_dir() / "digests.json"
+    known = json.loads(memo.read_text()) if memo.is_file() else {}
+    if token in known:
+        return known[token]
     if path is not None:
         model, flat = _read(entry, path, options)
-        return params_digest(cast_like(model, flat, source=str(path)))
-    memo = default_weights_dir() / "random-digests.json"
-    token = _random_token(entry, seed, options)
-    known = json.loads(memo.read_text()) if memo.is_file() else {}
-    if token in known or built is None:
-        return known.get(token)
-    known[token] = params_digest(flatten_state(nnx.state(built)))
+        known[token] = params_digest(cast_like(model, flat, source=str(path)))
+    elif built is not None:
+        known[token] = params_digest(flatten_state(nnx.state(built)))
+    else:
+        return None
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-    os.replace(tmp, memo)  # readers see the old map or the new one; a lost concurrent record is only rebuilt
+    os.replace(tmp, memo)  # readers see the old map or the new one; a record lost to a race is only recomputed
     return known[token]
 
 
-def _random_token(entry: Registered, seed: int, options: dict[str, Any]) -> str:
-    """Everything random initialisation depends on, hashed: a change to any builds (and records) anew."""
-    source = Path(inspect.getfile(entry.module)).read_bytes() + Path(inspect.getfile(layers)).read_bytes()
-    parts = {"backbone": entry.name, "config": dataclasses.asdict(entry.config), "seed": seed, "options": options,
-             "jax": jax.__version__, "flax": flax.__version__, "backend": jax.default_backend(),
-             "source": hashlib.sha256(source).hexdigest()}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+def _code_digest(entry: Registered) -> str:
+    """sha256 of the sources that turn a file or a seed into weights: the family's module, the shared layers,
+    this registry, and the weights package (readers, key maps, layouts)."""
+    files = [Path(inspect.getfile(entry.module)), Path(inspect.getfile(layers)), Path(__file__),
+             Path(inspect.getfile(torch_to_nnx)), *sorted(Path(inspect.getfile(params_digest)).parent.glob("*.py"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def _weights_path(entry: Registered, weights: str | Path) -> Path | None:
