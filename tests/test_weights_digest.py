@@ -66,6 +66,8 @@ def test_random_digest_is_recorded_once_built():
     assert digest == params_digest(flatten_state(nnx.state(model)))
     assert backbones.weights_digest("seednet_tiny", "random") == digest
     assert backbones.weights_digest("seednet_tiny", "random", seed=1) is None  # another seed, other weights
+    (backbones.default_weights_dir() / "digests.json").write_text("{not json")
+    assert backbones.weights_digest("seednet_tiny", "random") is None  # a damaged record is not trusted
 
 
 @pytest.mark.parametrize("weights", ["random", "checkpoint"])

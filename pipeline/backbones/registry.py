@@ -131,7 +131,10 @@ def weights_digest(name: str, weights: str | Path = "pretrained", *, seed: int =
         parts.update(file=str(path.resolve()), inode=stat.st_ino, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     token = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
     memo = default_weights_dir() / "digests.json"
-    known = json.loads(memo.read_text()) if memo.is_file() else {}
+    try:
+        known = json.loads(memo.read_text()) if memo.is_file() else {}
+    except ValueError:  # a damaged record file only costs recomputing (and is rewritten below)
+        known = {}
     if token in known:
         return known[token]
     if path is not None:
