@@ -10,7 +10,6 @@ from typing import Any, Callable, Sequence
 import flax
 import jax
 import numpy as np
-from flax import nnx
 
 from pipeline import backbones
 from pipeline.backbones.base import Tap
@@ -19,8 +18,6 @@ from pipeline.cluster.engine import RayEngine, check_available, resolve_engine
 from pipeline.cluster.extraction import run_ray
 from pipeline.data import Batch, Geometry, Source, open_source
 from pipeline.store import Entry, FeatureStore, TapSpec
-from pipeline.weights import params_digest
-from pipeline.weights.nnx_state import flatten_state
 
 Progress = Callable[[int, int], None]
 
@@ -50,10 +47,13 @@ class ExtractResult:
                 "skipped": [list(s) for s in self.skipped]}
 
 
-def entry_key(model: backbones.Backbone, source: Source, taps: Sequence[str], *, pool: str, dtype: str,
-              resolution: int) -> dict[str, Any]:
-    """Every input that changes the stored numbers; the store hashes it into the entry's name."""
-    return {"backbone": model.name, "weights_digest": params_digest(flatten_state(nnx.state(model))),
+def entry_key(model: backbones.Backbone, weights_digest: str, source: Source, taps: Sequence[str], *, pool: str,
+              dtype: str, resolution: int) -> dict[str, Any]:
+    """Every input that changes the stored numbers; the store hashes it into the entry's name.
+
+    `model` may be abstract (`backbones.abstract`): only its name and preprocessing are read.
+    """
+    return {"backbone": model.name, "weights_digest": weights_digest,
             "taps": list(taps), "pool": pool, "dtype": dtype,
             "preprocessing": {**model.preprocessing.as_dict(), "resolution": resolution},
             "dataset": source.spec, "data_fingerprint": source.fingerprint, "split": source.split,
@@ -93,18 +93,25 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     ray_engine = resolve_engine(engine)
     if ray_engine is not None:
         check_available(ray_engine)  # a missing extra or a bad address fails before the model is built
-    model = backbones.create(backbone, weights)
-    names = backbones.resolve_taps(model.tap_names(), taps)
-    pool = pool or model.default_pool
-    side = check_resolution(model, resolution)  # before the key: a bad side must not be a hit on the default's
+    shape = backbones.abstract(backbone, weights)  # shapes only: a hit builds no model
+    names = backbones.resolve_taps(shape.tap_names(), taps)
+    pool = pool or shape.default_pool
+    side = check_resolution(shape, resolution)  # before the key: a bad side must not be a hit on the default's
     source = open_source(dataset, split, classes=classes, limit=limit, per_class=per_class, seed=seed,
                          on_error=on_error)
-    key = entry_key(model, source, names, pool=pool, dtype=dtype, resolution=side)
+    model = None
+    digest = backbones.weights_digest(backbone, weights)
+    if digest is None:  # random weights not built here before: building them is the only way to know them
+        model = backbones.create(backbone, weights)
+        digest = backbones.weights_digest(backbone, weights, built=model)
+    key = entry_key(shape, digest, source, names, pool=pool, dtype=dtype, resolution=side)
     store = FeatureStore(cache_dir)
     hit = store.find(key, replace_damaged=True)  # a damaged entry is computed again, never served
     if hit is not None:
         return ExtractResult(hit, True, 0, time.perf_counter() - start, skipped=hit.skipped)
 
+    if model is None:
+        model = backbones.create(backbone, weights)
     # only a miss needs the program (a hit skips placing the weights on every device); validates pool, dtype
     apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)
     infos = {t.name: t for t in model.tap_infos(side)}

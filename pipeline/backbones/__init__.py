@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pipeline.backbones import efficientnet_lite, resnet, seednet, vit
 from pipeline.backbones.base import Backbone, Preprocessing, TapInfo, resolve_taps
-from pipeline.backbones.registry import (PARAMS_FORMAT, Registered, create, default_weights_dir, get, list,
-                                         load, register, save)
+from pipeline.backbones.registry import (PARAMS_FORMAT, Registered, abstract, create, default_weights_dir, get,
+                                         list, load, register, save, weights_digest)
 
 
 def imagenet_class_names() -> list[str]:
@@ -96,5 +96,6 @@ register(Registered(
     vit.Config(patch=8, dim=16, depth=2, heads=2, num_classes=10, resolution=32),
     "test-only: ViT code path with 2 blocks of width 16, 8 px patches, 32 px", convert=vit.convert_state))
 
-__all__ = ["Backbone", "PARAMS_FORMAT", "Preprocessing", "Registered", "TapInfo", "create", "default_weights_dir",
-           "get", "imagenet_class_names", "list", "load", "register", "resolve_taps", "save"]
+__all__ = ["Backbone", "PARAMS_FORMAT", "Preprocessing", "Registered", "TapInfo", "abstract", "create",
+           "default_weights_dir", "get", "imagenet_class_names", "list", "load", "register", "resolve_taps", "save",
+           "weights_digest"]

@@ -135,11 +135,12 @@ class Backbone(nnx.Module):
         return 0
 
     def tap_infos(self, resolution: int | None = None) -> tuple[TapInfo, ...]:
-        """Tap names, per-image shapes and strides, found by shape inference (no compute)."""
+        """Tap names, per-image shapes and strides, found by shape inference (no compute, no weights needed)."""
         side = resolution or self.preprocessing.resolution
         dummy = jax.ShapeDtypeStruct((1, side, side, self.preprocessing.channels), jnp.float32)
         names = [n for n, _ in self.stages()]
-        shapes = jax.eval_shape(lambda x: _all_stage_shapes(self, x), dummy)
+        graph, state = nnx.split(self)  # state as an argument: an abstract module (`nnx.eval_shape`) works too
+        shapes = jax.eval_shape(lambda s, x: _all_stage_shapes(nnx.merge(graph, s), x), state, dummy)
         infos = []
         for n, s in zip(names, shapes):
             prefix = self.prefix_tokens(n) if len(s.shape) == 3 else 0

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import hashlib
+import inspect
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import flax
+import jax
 from flax import nnx
 
 from pipeline import paths
+from pipeline.backbones import layers
 from pipeline.backbones.base import Backbone
 from pipeline.backbones.torch_layout import torch_to_nnx
-from pipeline.weights import detect_format, load_params, load_state_dict, save_params
-from pipeline.weights.nnx_state import assign_flat, flatten_state
+from pipeline.weights import detect_format, load_params, load_state_dict, params_digest, save_params
+from pipeline.weights.formats import read_safetensors
+from pipeline.weights.nnx_state import assign_flat, cast_like, flatten_state
 
 PARAMS_FORMAT = "pipeline-params/1"  # metadata tag of checkpoints written by `save`
 WEIGHTS_CHOICES = ("pretrained", "random", "PATH")
@@ -86,34 +93,112 @@ def create(name: str, weights: str | Path = "pretrained", *, seed: int = 0, **op
       The module in inference mode (BatchNorm uses its running statistics).
     """
     entry = get(name)
-    if weights == "random":
+    path = _weights_path(entry, weights)
+    if path is None:
         return entry.build(nnx.Rngs(seed), **options)
-    if weights == "pretrained":
-        path = entry.pretrained() if entry.pretrained else _trained_here(name)
+    return load(entry, path, **options)
+
+
+def abstract(name: str, weights: str | Path = "pretrained", **options: Any) -> Backbone:
+    """The backbone `create` would return, with shapes and dtypes but no values (`nnx.eval_shape` of its
+    constructor: no initialisation, no weights read): its preprocessing, taps and tap shapes at no compute.
+
+    Args: as `create` (a saved checkpoint's config applies, so its taps are the checkpoint's).
+    """
+    entry = get(name)
+    path = _weights_path(entry, weights)
+    return _abstract(entry, (_saved_config(entry, path) or None) if path else None, options)
+
+
+def weights_digest(name: str, weights: str | Path = "pretrained", *, seed: int = 0, built: Backbone | None = None,
+                   **options: Any) -> str | None:
+    """`params_digest` of the weights `create(name, weights, seed=seed, **options)` holds, without building it.
+
+    A checkpoint's tensors are read, mapped to the module's keys and cast to its dtypes, as loading does; the
+    result is recorded under the file's identity (resolved path, inode, size, mtime in ns) and the code that
+    reads it, so the next call only stats the file. Random weights are known only by building them once: pass
+    that model as `built` to record its digest (under the variant, seed, options, jax/flax versions, backend
+    and code); unrecorded, None. Records live in `default_weights_dir()/digests.json`.
+    """
+    entry = get(name)
+    path = _weights_path(entry, weights)
+    parts: dict[str, Any] = {"backbone": entry.name, "options": options, "code": _code_digest(entry)}
+    if path is None:
+        parts.update(config=dataclasses.asdict(entry.config), seed=seed, jax=jax.__version__, flax=flax.__version__,
+                     backend=jax.default_backend())
     else:
-        path = Path(weights)
+        stat = path.stat()
+        parts.update(file=str(path.resolve()), inode=stat.st_ino, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    token = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    memo = default_weights_dir() / "digests.json"
+    try:
+        known = json.loads(memo.read_text()) if memo.is_file() else {}
+    except ValueError:  # a damaged record file only costs recomputing (and is rewritten below)
+        known = {}
+    if token in known:
+        return known[token]
+    if path is not None:
+        model, flat = _read(entry, path, options)
+        known[token] = params_digest(cast_like(model, flat, source=str(path)))
+    elif built is not None:
+        known[token] = params_digest(flatten_state(nnx.state(built)))
+    else:
+        return None
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+    os.replace(tmp, memo)  # readers see the old map or the new one; a record lost to a race is only recomputed
+    return known[token]
+
+
+def _code_digest(entry: Registered) -> str:
+    """sha256 of the sources that turn a file or a seed into weights: the family's module, the shared layers,
+    this registry, and the weights package (readers, key maps, layouts)."""
+    files = [Path(inspect.getfile(entry.module)), Path(inspect.getfile(layers)), Path(__file__),
+             Path(inspect.getfile(torch_to_nnx)), *sorted(Path(inspect.getfile(params_digest)).parent.glob("*.py"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
+def _weights_path(entry: Registered, weights: str | Path) -> Path | None:
+    """The checkpoint `weights` names for `entry`; None for 'random'."""
+    if weights == "random":
+        return None
+    path = (entry.pretrained() if entry.pretrained else _trained_here(entry.name)) if weights == "pretrained" \
+        else Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist (valid: {', '.join(WEIGHTS_CHOICES)})")
-    return load(entry, path, **options)
+    return path
 
 
 def load(entry: Registered, path: Path, **options: Any) -> Backbone:
     """Builds `entry` and fills it from the checkpoint at `path` (own format, torch or safetensors)."""
-    meta = _own_metadata(path)
-    if meta is not None:
-        if meta.get("backbone") != entry.name:
-            raise ValueError(f"{path} holds a {meta.get('backbone')!r} backbone, not {entry.name!r}")
-        model = _abstract(entry, json.loads(meta.get("config", "null")), options)
+    model, flat = _read(entry, path, options)
+    assign_flat(model, flat, source=str(path))
+    return model
+
+
+def _read(entry: Registered, path: Path, options: dict[str, Any]) -> tuple[Backbone, dict]:
+    """The abstract module a checkpoint fills, and the checkpoint's tensors under the module's keys."""
+    config = _saved_config(entry, path)
+    if config is not None:
         flat, _ = load_params(path)
     else:
         if entry.torch_keys is None and entry.convert is None:
             raise ValueError(f"{path} is not a checkpoint written by pipeline, and backbone {entry.name!r} "
                              "has no PyTorch key map to import it")
-        model = _abstract(entry, None, options)
         state = load_state_dict(path)
         flat = entry.convert(state, entry.config) if entry.convert else torch_to_nnx(state, entry.torch_keys)
-    assign_flat(model, flat, source=str(path))
-    return model
+    return _abstract(entry, config or None, options), flat
+
+
+def _saved_config(entry: Registered, path: Path) -> dict | None:
+    """The config a checkpoint `save` wrote holds ({} if it has none); None for any other file."""
+    meta = _own_metadata(path)
+    if meta is None:
+        return None
+    if meta.get("backbone") != entry.name:
+        raise ValueError(f"{path} holds a {meta.get('backbone')!r} backbone, not {entry.name!r}")
+    return json.loads(meta.get("config", "null")) or {}
 
 
 def _abstract(entry: Registered, config: dict | None, options: dict[str, Any]) -> Backbone:
@@ -126,7 +211,7 @@ def _own_metadata(path: Path) -> dict[str, str] | None:
     """The metadata of a checkpoint `save` wrote, or None for any other file."""
     if detect_format(path) != "safetensors":
         return None
-    _, meta = load_params(path)
+    meta = read_safetensors(path, lambda f: dict(f.metadata() or {}))
     return meta if meta.get("format") == PARAMS_FORMAT else None
 
 

@@ -65,14 +65,14 @@ def add_subset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the splits and subsets")
 
 
-def default_layers(backbone: str) -> list[str]:
-    """The last tap before the classifier: case 1's 'cut the final layer' default."""
-    from flax import nnx
+DEFAULT_TAP = -2  # the last tap before the classifier: case 1's 'cut the final layer' default
 
+
+def default_layers(backbone: str) -> list[str]:
+    """The name of DEFAULT_TAP (shapes only: tap names need no weights)."""
     from pipeline import backbones
 
-    # Shapes only: tap names need no initialised weights (random init compiles dozens of small programs).
-    return [nnx.eval_shape(lambda: backbones.get(backbone).build(nnx.Rngs(0))).tap_names()[-2]]
+    return [backbones.abstract(backbone, "random").tap_names()[DEFAULT_TAP]]
 
 
 def extract_with_progress(backbone: str, dataset: str, layers: list, quiet: bool = False, **kwargs):
@@ -109,7 +109,7 @@ def _extract(args: argparse.Namespace) -> None:
     from pipeline.cli import print_json
 
     result = extract_with_progress(
-        args.backbone, args.dataset, args.layers or default_layers(args.backbone), quiet=args.json,
+        args.backbone, args.dataset, args.layers or [DEFAULT_TAP], quiet=args.json,  # extract resolves it
         weights=args.weights, split=args.split, classes=parse_classes(args.classes), limit=args.limit,
         per_class=args.per_class, seed=args.seed, pool=args.pool, dtype=args.dtype, batch_size=args.batch_size,
         resolution=args.resolution, cache_dir=args.cache_dir, on_error=args.on_error, compression=args.compression,

@@ -17,6 +17,7 @@ from pipeline.heads.logme import logme  # noqa: F401 (re-exported)
 _EXPORTS = {
     "BenchResult": "bench", "bench_heads": "bench",
     "NotFittedError": "checks",
+    "KNNHead": "classic", "RidgeHead": "classic",
     "SweepResult": "engine", "train_heads": "engine",
     "HEADS": "estimators", "LinearHead": "estimators", "MLPHead": "estimators", "load_head": "estimators",
     "knn_accuracy": "knn",

@@ -41,6 +41,7 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "activation": [StrOptions({"relu", "gelu", "tanh"})],
     "hidden": [tuple, list],
     "l2": [Interval(Real, 0, None, closed="neither")],
+    "l2s": [tuple, list],  # of "l2" values, checked with check_values at fit
     "k": [POSITIVE_INT],
     "width": [POSITIVE_INT],  # one hidden layer's width
 }

@@ -9,7 +9,7 @@ A zero feature vector has similarity 0 to every row (as with sklearn's cosine me
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -18,14 +18,14 @@ from pipeline.heads.checks import check_positive_int, check_split_pair
 CHUNK_ROWS = 512
 
 
-def _unit_rows(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def unit_rows(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Rows scaled to unit L2 norm; zero rows stay zero."""
     x = x.astype(dtype)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1)
 
 
-def _check_ks(k: int | Sequence[int], n_train: int) -> list[int]:
+def check_ks(k: int | Sequence[int], n_train: int) -> list[int]:
     """Sorted distinct ks, each a positive int no larger than the training set."""
     ks = [k] if isinstance(k, (int, np.integer)) else list(k)
     if not ks:
@@ -62,15 +62,25 @@ def knn_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
     """
     x_train, y_train, x_test, y_test, classes = check_split_pair(X_train, y_train, X_test, y_test, "X_test")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    ks = _check_ks(k, x_train.shape[0])
+    ks = check_ks(k, x_train.shape[0])
 
     dtype = np.float64 if np.float64 in (x_train.dtype, x_test.dtype) else np.float32
-    train = _unit_rows(x_train, dtype)
-    train_idx = np.searchsorted(classes, y_train)
-    k_max = ks[-1]
     correct = dict.fromkeys(ks, 0)
-    for start in range(0, x_test.shape[0], chunk_size):
-        sims = _unit_rows(x_test[start:start + chunk_size], dtype) @ train.T
+    for start, preds in knn_votes(unit_rows(x_train, dtype), np.searchsorted(classes, y_train), classes.size,
+                                  x_test, ks, chunk_size):
+        truth = y_test[start:start + chunk_size]
+        for kk, pred in preds.items():
+            correct[kk] += int(np.sum(classes[pred] == truth))
+    return {kk: correct[kk] / x_test.shape[0] for kk in ks}
+
+
+def knn_votes(train: np.ndarray, train_idx: np.ndarray, n_classes: int, x: np.ndarray, ks: Sequence[int],
+              chunk_size: int = CHUNK_ROWS) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+    """(first row, {k: class index (B,)}) for consecutive chunks of `x` (M, D), voted by `train`'s (N, D)
+    unit rows with class indices `train_idx` (N,); `ks` sorted, each <= N."""
+    k_max = ks[-1]
+    for start in range(0, x.shape[0], chunk_size):
+        sims = unit_rows(x[start:start + chunk_size], train.dtype) @ train.T
         if k_max < sims.shape[1]:
             top = np.argpartition(sims, sims.shape[1] - k_max, axis=1)[:, -k_max:]
         else:
@@ -78,8 +88,4 @@ def knn_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
         top_sims = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
         top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
-        truth = y_test[start:start + chunk_size]
-        for kk in ks:
-            pred = classes[_vote(train_idx[top[:, :kk]], top_sims[:, :kk].astype(np.float64), classes.size)]
-            correct[kk] += int(np.sum(pred == truth))
-    return {kk: correct[kk] / x_test.shape[0] for kk in ks}
+        yield start, {kk: _vote(train_idx[top[:, :kk]], top_sims[:, :kk].astype(np.float64), n_classes) for kk in ks}

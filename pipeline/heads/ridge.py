@@ -127,7 +127,7 @@ class RidgeModel:
     intercept_: np.ndarray  # (C,)
     classes_: np.ndarray  # (C,)
     l2_: float
-    sweep: RidgeSweep = field(repr=False)
+    sweep: RidgeSweep | None = field(repr=False)  # None when fitted with one L2 (nothing to choose)
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """(N, C) float64 scores of (N, D) features."""
@@ -181,8 +181,14 @@ def fit_ridge(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val
     sweep = ridge_sweep(X_train, y_train, X_val, y_val, l2s, chunk_size=chunk_size)
     x_all = np.concatenate([np.asarray(X_train), np.asarray(X_val)])
     y_all = np.concatenate([np.asarray(y_train), np.asarray(y_val)])
-    solver = RidgeSolver(x_all, y_all, chunk_size=chunk_size)
-    w, b = solver.coef(sweep.best_l2)
+    return ridge_model(x_all, y_all, sweep.best_l2, sweep, chunk_size=chunk_size)
+
+
+def ridge_model(X: np.ndarray, y: np.ndarray, l2: float, sweep: RidgeSweep | None = None, *,
+                chunk_size: int = CHUNK_ROWS) -> RidgeModel:
+    """The ridge classifier with penalty `l2` on (X (N, D), y (N,)), standardisation folded into coef_ (C, D)."""
+    solver = RidgeSolver(X, y, chunk_size=chunk_size)
+    w, b = solver.coef(l2)
     coef = (w / solver.scale_[:, None]).T
-    return RidgeModel(coef_=coef, intercept_=b - coef @ solver.mean_, classes_=solver.classes_,
-                      l2_=sweep.best_l2, sweep=sweep)
+    return RidgeModel(coef_=coef, intercept_=b - coef @ solver.mean_, classes_=solver.classes_, l2_=float(l2),
+                      sweep=sweep)

@@ -57,6 +57,20 @@ def flatten_state(state: nnx.State) -> dict[str, np.ndarray]:
     return flat
 
 
+def cast_like(model: nnx.Module, flat: Mapping[str, np.ndarray], *, source: str) -> dict[str, np.ndarray]:
+    """A flat map checked against a model's variables and cast to their dtypes: what the model holds
+    once :func:`assign_flat` has written it. The model may be abstract (``nnx.eval_shape``).
+
+    Raises:
+        KeyMismatchError, ShapeMismatchError, ValueError: as :func:`assign_flat`.
+    """
+    current = [(_key(path), var.get_value()) for path, var in nnx.to_flat_state(nnx.state(model, _WEIGHTS))]
+    check_keys([key for key, _ in current], flat.keys(), source=source)
+    check_shapes({key: np.shape(value) for key, value in current}, flat, source=source)
+    check_values({key: value.dtype for key, value in current}, flat, source=source)
+    return {key: np.asarray(flat[key]).astype(value.dtype, copy=False) for key, value in current}
+
+
 def assign_flat(model: nnx.Module, flat: Mapping[str, np.ndarray], *, source: str) -> None:
     """Writes a flat map into a model's variables in place, after checking keys and shapes.
 
@@ -73,10 +87,7 @@ def assign_flat(model: nnx.Module, flat: Mapping[str, np.ndarray], *, source: st
         ShapeMismatchError: arrays whose shape differs from the model's variables.
         ValueError: an integer array for a float variable (or the reverse), or NaN/Inf values.
     """
-    current = list(nnx.to_flat_state(nnx.state(model, _WEIGHTS)))
-    check_keys([_key(path) for path, _ in current], flat.keys(), source=source)
-    check_shapes({_key(path): np.shape(var.get_value()) for path, var in current}, flat, source=source)
-    check_values({_key(path): var.get_value().dtype for path, var in current}, flat, source=source)
-    updated = [(path, var.replace(jnp.asarray(flat[_key(path)], dtype=var.get_value().dtype)))
-               for path, var in current]
+    cast = cast_like(model, flat, source=source)
+    updated = [(path, var.replace(jnp.asarray(cast[_key(path)])))
+               for path, var in nnx.to_flat_state(nnx.state(model, _WEIGHTS))]
     nnx.update(model, nnx.from_flat_state(updated))
