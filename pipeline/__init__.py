@@ -32,6 +32,7 @@ _EXPORTS = {
     "run_jobs": ("pipeline.jobs", "run_jobs"),
     "Prediction": ("pipeline.predict", "Prediction"),
     "predict": ("pipeline.predict", "predict"),
+    "FinetuneSettings": ("pipeline.finetune", "FinetuneSettings"),
     "PretrainResult": ("pipeline.pretrain", "PretrainResult"),
     "pretrain": ("pipeline.pretrain", "pretrain"),
     "enable_compile_cache": ("pipeline.compile_cache", "enable_compile_cache"),

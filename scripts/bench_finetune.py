@@ -50,11 +50,13 @@ def linear_probe_row(cfg: dict, seed: int) -> dict:
 
 
 def finetune_row(cfg: dict, mode: str, seed: int, augment: bool, out: Path) -> dict:
-    from pipeline.finetune import finetune
+    from pipeline.finetune import FinetuneSettings, finetune
 
+    settings = FinetuneSettings(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"], augment=augment,
+                                patience=None)
     r = finetune(cfg["backbone"], cfg["dataset"], mode=mode, weights=cfg["weights"], classes=cfg["classes"],
-                 per_class=cfg["per_class"], limit=cfg["limit"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                 lr=cfg["lr"], resolution=cfg["resolution"], augment=augment, patience=None, out=out, seed=seed)
+                 per_class=cfg["per_class"], limit=cfg["limit"], resolution=cfg["resolution"], settings=settings,
+                 out=out, seed=seed)
     return {"test_accuracy": r.test_accuracy, "val_accuracy": r.best_val_accuracy, "epochs": r.epochs_run,
             "seconds": r.seconds, "probe_val_accuracy": r.probe_val_accuracy}
 

@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from pipeline.cli.engine_args import add_engine_args, engine_from_args
 from pipeline.cluster.engine import check_available
 from pipeline.compile_cache import use_compile_cache
 from pipeline.data import open_source
-from pipeline.finetune import finetune
+from pipeline.finetune import FinetuneSettings, finetune
 from pipeline.jobs import Job, available_cores, core_groups, run_jobs
 from pipeline.pretrain import pretrain
 from pipeline.strategy import CaseResult, advise, run_case
@@ -106,7 +107,7 @@ def cell_jobs(i: int, cell: dict, backbone: str, weights: Path, seeds: int, out:
     """Every recipe of one cell over `seeds` seeds, and the advisor (seed 0). Costs: rough relative run
     times (measured once), used only to start the longest runs first."""
     data = dict(classes=cell["classes"], per_class=cell["per_class"], weights=weights)
-    tune = dict(epochs=cell["epochs"], flip=False, patience=3)
+    tune = FinetuneSettings(epochs=cell["epochs"], flip=False, patience=3)
     scale = 3 if cell["size"] == "large" else 1
     jobs = [Job(("advice", i), advise, dict(backbone=backbone, dataset=cell["dataset"], **data,
                                             out=out / "advice" / f"{cell['name']}.json"), 10 * scale)]
@@ -114,9 +115,11 @@ def cell_jobs(i: int, cell: dict, backbone: str, weights: Path, seeds: int, out:
         where = out / "runs" / cell["name"].replace(" ", "") / f"seed{seed}"
         case = dict(backbone=backbone, dataset=cell["dataset"], seed=seed, **data)
         jobs += [Job(("cell", i, seed, "frozen"), frozen_cases, dict(case, out=where), 12 * scale),
-                 Job(("cell", i, seed, "case4"), run_case, dict(case, case=4, out=where / "case4", **tune), 30 * scale),
+                 Job(("cell", i, seed, "case4"), run_case, dict(case, case=4, out=where / "case4", settings=tune),
+                     30 * scale),
                  Job(("cell", i, seed, "case3-1x"), run_case, dict(case, case=3, out=where / "case3-1x",
-                                                                   backbone_lr_mult=1.0, **tune), 15 * scale)]
+                                                                   settings=replace(tune, backbone_lr_mult=1.0)),
+                     15 * scale)]
     return jobs
 
 
@@ -150,8 +153,9 @@ def curve_jobs(cfg: dict, backbone: str, weights: Path, targets: dict[str, tuple
     jobs = []
     for sim, (dataset, classes) in targets.items():
         tune = dict(backbone=backbone, dataset=dataset, classes=classes, per_class=cfg["curve_per_class"],
-                    epochs=cfg["curve_epochs"], augment=False, train_bn=False, patience=None, weights=weights,
-                    backbone_lr_mult=1.0)
+                    weights=weights)
+        settings = FinetuneSettings(epochs=cfg["curve_epochs"], augment=False, train_bn=False, patience=None,
+                                    backbone_lr_mult=1.0)
         runs = {"alone": dict(mode="full", transfer=0)}
         for n in cfg["curve_layers"]:
             runs[f"frozen{n}"] = dict(mode="last-k", k=5 - n, transfer=n)
@@ -159,7 +163,8 @@ def curve_jobs(cfg: dict, backbone: str, weights: Path, targets: dict[str, tuple
         for name, kw in runs.items():
             for lr in cfg["curve_lrs"]:
                 out_dir = out / "runs" / f"curve-{sim}" / f"{name}-lr{lr:g}"
-                jobs.append(Job(("curve", sim, name, lr), finetune, dict(tune, lr=lr, out=out_dir, **kw), 10))
+                jobs.append(Job(("curve", sim, name, lr), finetune,
+                                dict(tune, settings=replace(settings, lr=lr), out=out_dir, **kw), 10))
     return jobs
 
 
@@ -200,7 +205,7 @@ def real_jobs(cfg: dict, out: Path) -> list[Job]:
             if size == "small":
                 jobs.append(Job(("real", dataset, size, "case3"), run_case,
                                 dict(case=3, backbone=name, dataset=dataset, out=where / "case3",
-                                     epochs=cfg["real_epochs"], flip=False, **kw), 150))
+                                     settings=FinetuneSettings(epochs=cfg["real_epochs"], flip=False), **kw), 150))
     return jobs
 
 

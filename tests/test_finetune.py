@@ -1,6 +1,7 @@
 """Fine-tuning: parameter groups, freezing, BatchNorm modes, augmentation, head surgery, the loop, export."""
 
 import json
+from dataclasses import asdict, replace
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,8 @@ from flax import nnx
 from helpers import assert_allclose
 from pipeline import backbones
 from pipeline.data import open_source
-from pipeline.finetune import (Checkpoints, build_target, build_tx, epoch_order, finetune, fit, param_labels,
-                               set_linear_head, stage_params)
+from pipeline.finetune import (Checkpoints, FinetuneSettings, build_target, build_tx, epoch_order, finetune, fit,
+                               param_labels, set_linear_head)
 from pipeline.finetune.augment import augment_batch, crop_boxes, resized_crop
 from pipeline.finetune.groups import label_fn
 from pipeline.training import ClassifierSteps
@@ -51,8 +52,8 @@ def _steps(model, mode, tx_kwargs=None, k=None, **kwargs):
 
 def test_stage_params_follow_the_traced_stages():
     model = backbones.create("seednet_tiny", "random")
-    assert stage_params(model) == SEEDNET_STAGES
-    eff = stage_params(backbones.create("efficientnet_lite_tiny", "random"))
+    assert backbones.stage_params(model) == SEEDNET_STAGES
+    eff = backbones.stage_params(backbones.create("efficientnet_lite_tiny", "random"))
     assert eff["stem"] == ["stem_bn.bias", "stem_bn.scale", "stem_conv.kernel"]
     assert eff["pool"] == [] and eff["logits"] == ["fc.bias", "fc.kernel"]
     assert sorted(eff["block0"]) == sorted(n for n in sum(eff.values(), []) if n.startswith("blocks.0."))
@@ -283,12 +284,69 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"mode": "half"}, r"unknown mode 'half'; valid: full, last-k, lp-ft, scratch"),
-    ({"dtype": "float16"}, r"unknown dtype 'float16'; valid: float32, bfloat16"),
     ({"mode": "scratch", "transfer": 2}, r"transfer is not used by mode 'scratch' .* use mode 'full' or 'last-k'"),
 ])
 def test_finetune_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         finetune("seednet_tiny", "digits", **kwargs)
+    with pytest.raises(TypeError, match=r"settings must be a FinetuneSettings or None, got dict"):
+        finetune("seednet_tiny", "digits", settings={"epochs": 1})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dtype": "float16"}, r"^unknown dtype 'float16'; valid: float32, bfloat16$"),
+    ({"epochs": 0}, r"^epochs must be an int >= 1, got 0$"),
+    ({"batch_size": 2.0}, r"^batch_size must be an int >= 1, got 2.0$"),
+    ({"accum_steps": True}, r"^accum_steps must be an int >= 1, got True$"),
+    ({"checkpoint_every": -1}, r"^checkpoint_every must be an int >= 0, got -1$"),
+    ({"patience": -2}, r"^patience must be an int >= 0, got -2$"),
+    ({"lr": 0.0}, r"^lr must be a finite number in \(0, inf\), got 0.0$"),
+    ({"lr": float("nan")}, r"^lr must be a finite number in \(0, inf\), got nan$"),
+    ({"backbone_lr_mult": -0.1}, r"^backbone_lr_mult must be a finite number in \[0, inf\), got -0.1$"),
+    ({"weight_decay": "1e-4"}, r"^weight_decay must be a finite number in \[0, inf\), got '1e-4'$"),
+    ({"layer_decay": 1.5}, r"^layer_decay must be a finite number in \(0, 1\], got 1.5$"),
+    ({"augment": 1}, r"^augment must be True, False or None \(per mode\), got 1$"),
+    ({"train_bn": "no"}, r"^train_bn must be True, False or None \(per mode\), got 'no'$"),
+    ({"flip": None}, r"^flip must be True or False, got None$"),
+])
+def test_settings_reject_bad_values_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FinetuneSettings(**kwargs)
+
+
+def test_settings_resolve_per_mode_and_patience_zero_is_off():
+    assert FinetuneSettings(patience=0) == FinetuneSettings(patience=None)
+    assert FinetuneSettings().resolved("scratch") == FinetuneSettings(augment=True, train_bn=True)
+    assert FinetuneSettings().resolved("lp-ft") == FinetuneSettings(augment=False, train_bn=False)
+    assert FinetuneSettings(augment=False).resolved("scratch").augment is False  # an explicit choice stays
+
+
+def test_cli_options_are_the_settings_fields_with_their_defaults():
+    from dataclasses import fields
+
+    from pipeline.cli import build_parser
+    from pipeline.cli.settings_args import settings_from_args
+
+    parser = build_parser()
+    target = ["--backbone", "seednet_tiny", "--dataset", "digits"]
+    for command in (["finetune"], ["run-case", "3"]):
+        args = parser.parse_args(command + target)
+        assert {f.name: getattr(args, f.name) for f in fields(FinetuneSettings)} == {
+            f.name: f.default for f in fields(FinetuneSettings)}, command
+        assert settings_from_args(FinetuneSettings, args) == FinetuneSettings()
+    args = parser.parse_args(["finetune", *target, "--lr", "0.01", "--no-flip", "--augment", "--dtype", "bfloat16",
+                              "--layer-decay", "0.7", "--patience", "0", "--accum-steps", "2"])
+    assert settings_from_args(FinetuneSettings, args) == FinetuneSettings(
+        lr=0.01, flip=False, augment=True, dtype="bfloat16", layer_decay=0.7, patience=None, accum_steps=2)
+    transfer = parser.parse_args(["transfer", *target, "--budget", "1"])
+    assert transfer.batch_size == FinetuneSettings().batch_size
+
+
+def test_cli_reports_a_bad_setting_in_one_line(capsys):
+    from pipeline.cli import main
+
+    assert main(["finetune", "--backbone", "seednet_tiny", "--dataset", "digits", "--layer-decay", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: layer_decay must be a finite number in (0, 1], got 2.0"
 
 
 def test_lp_ft_writes_metrics_and_exports_a_backbone_extract_reads(tmp_path, pretrained):
@@ -296,11 +354,14 @@ def test_lp_ft_writes_metrics_and_exports_a_backbone_extract_reads(tmp_path, pre
     from pipeline.store import load
 
     out = tmp_path / "run"
+    settings = FinetuneSettings(epochs=2, batch_size=32, lr=3e-3)
     result = finetune("seednet_tiny", "digits", mode="lp-ft", weights=pretrained, classes=[0, 1, 2, 3],
-                      epochs=2, batch_size=32, lr=3e-3, out=out, seed=1)
+                      settings=settings, out=out, seed=1)
     assert result.probe_val_accuracy is not None and len(result.history) == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] == result.test_accuracy and metrics["settings"]["mode"] == "lp-ft"
+    recorded = {f: metrics["settings"][f] for f in asdict(settings)}  # every setting, as the run resolved it
+    assert FinetuneSettings(**recorded) == settings.resolved("lp-ft")
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tuned = backbones.create("seednet_tiny", result.backbone_path)
     assert tuned.config.num_classes == 4
@@ -330,14 +391,14 @@ def test_cli_reports_bad_settings_in_one_line(capsys):
 
 
 def test_checkpointed_run_dir_refuses_other_settings(tmp_path, pretrained):
-    kwargs = dict(mode="last-k", k=0, weights=pretrained, limit=200, epochs=1, batch_size=32, augment=False,
-                  checkpoint_every=2, out=tmp_path / "run")
+    settings = FinetuneSettings(epochs=1, batch_size=32, augment=False, checkpoint_every=2)
+    kwargs = dict(mode="last-k", k=0, weights=pretrained, limit=200, settings=settings, out=tmp_path / "run")
     first = finetune("seednet_tiny", "digits", **kwargs)
     assert first.resumed_from is None and (tmp_path / "run" / "checkpoints").is_dir()
     again = finetune("seednet_tiny", "digits", **kwargs)  # the finished run's last checkpoint: nothing left to do
     assert again.resumed_from == 6 and again.history == first.history  # 200 // 32 steps
     with pytest.raises(ValueError, match=r"holds checkpoints of a run with other settings \(k, lr differ\)"):
-        finetune("seednet_tiny", "digits", **(kwargs | {"k": 1, "lr": 0.5}))
+        finetune("seednet_tiny", "digits", **(kwargs | {"k": 1, "settings": replace(settings, lr=0.5)}))
 
 
 def test_pretrain_runs_on_the_shared_loop(tmp_path):
@@ -354,7 +415,7 @@ def test_pretrain_runs_on_the_shared_loop(tmp_path):
 
 def test_bn_statistics_default_frozen_from_pretrained_trained_from_scratch(tmp_path, pretrained):
     source, _ = load_params(pretrained)
-    kwargs = dict(limit=100, epochs=1, batch_size=32, augment=False, patience=None)
+    kwargs = dict(limit=100, settings=FinetuneSettings(epochs=1, batch_size=32, augment=False, patience=None))
     full = finetune("seednet_tiny", "digits", mode="full", weights=pretrained, out=tmp_path / "full", **kwargs)
     scratch = finetune("seednet_tiny", "digits", mode="scratch", out=tmp_path / "scratch", **kwargs)
     tuned, _ = load_params(full.backbone_path)

@@ -11,6 +11,7 @@ from helpers import assert_allclose
 from pipeline import backbones
 from pipeline.cli import main
 from pipeline.data import load_split, open_source
+from pipeline.finetune import FinetuneSettings
 from pipeline.store import FeatureStore
 from pipeline.strategy import advise, bn_shift, early_taps, feature_taps, run_case, target_bn_statistics
 from pipeline.weights.nnx_state import assign_flat, flatten_state
@@ -52,16 +53,19 @@ def test_frozen_recipes_share_one_cached_entry_and_pick_on_validation(tmp_path, 
 
 
 def test_case_4_keeps_the_better_of_pretrained_and_scratch(tmp_path, source):
-    result = run_case(4, "seednet_tiny", weights=source, epochs=1, batch_size=32, out=tmp_path / "c4", **TARGET)
+    settings = FinetuneSettings(epochs=1, batch_size=32)
+    result = run_case(4, "seednet_tiny", weights=source, settings=settings, out=tmp_path / "c4", **TARGET)
     assert [c["name"] for c in result.candidates] == ["pretrained", "scratch"]
     best = max(result.candidates, key=lambda c: c["val_accuracy"])
     assert result.choice == best["name"] and result.test_accuracy == best["test_accuracy"]
-    settings = json.loads((tmp_path / "c4" / "scratch" / "metrics.json").read_text())["settings"]
-    assert settings["mode"] == "scratch" and settings["per_class"] == 40
+    scratch = json.loads((tmp_path / "c4" / "scratch" / "metrics.json").read_text())["settings"]
+    assert scratch["mode"] == "scratch" and scratch["per_class"] == 40 and scratch["epochs"] == 1
     # by default only the run from random init augments and trains BatchNorm statistics
-    assert settings["augment"] is True and settings["train_bn"] is True
+    assert scratch["augment"] is True and scratch["train_bn"] is True
     pretrained = json.loads((tmp_path / "c4" / "pretrained" / "metrics.json").read_text())["settings"]
     assert (pretrained["mode"], pretrained["augment"], pretrained["train_bn"]) == ("lp-ft", False, False)
+    recorded = json.loads((tmp_path / "c4" / "case.json").read_text())["settings"]
+    assert FinetuneSettings(**recorded["finetune"]) == settings and recorded["per_class"] == 40
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -131,6 +135,7 @@ def test_advisor_measures_and_follows_its_rules(tmp_path, source):
     assert json.loads(out.read_text()) == json.loads(json.dumps(advice.summary()))
     large = advise("seednet_tiny", weights=source, sample=200, large_per_class=40, **TARGET)
     assert large.size == "large" and large.case == advice.case + 2 and large.backbone_lr_mult == 0.1
+    assert advice.finetune is None and FinetuneSettings(**large.finetune) == FinetuneSettings()
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -14,6 +14,7 @@ import pytest
 
 import pipeline.data.spec
 import pipeline.finetune
+from pipeline.finetune import FinetuneSettings
 from helpers import assert_allclose
 from pipeline import backbones
 from pipeline.cli import main
@@ -28,6 +29,7 @@ from pipeline.strategy.search import Budget, Results, halving
 
 TARGET = dict(dataset="digits", per_class=20)  # 200 training images, 10 classes
 STEPS_PER_EPOCH = 10
+BASE = dict(settings=FinetuneSettings())  # the search's target: its base settings, as `transfer` passes them
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +54,13 @@ class TickClock:
 def fake_finetune(monkeypatch):
     """Replaces `pipeline.finetune.finetune` by a run of fake.per_epoch(epochs) budget checks per epoch
     (default STEPS_PER_EPOCH) whose validation accuracy is scores[candidate slug] + epochs / 100; records
-    every call as [slug, epochs, steps run]."""
-    fake = SimpleNamespace(calls=[], scores={}, per_epoch=lambda epochs: STEPS_PER_EPOCH)
+    every call as [slug, epochs, steps run] (and its other arguments in fake.args)."""
+    fake = SimpleNamespace(calls=[], scores={}, per_epoch=lambda epochs: STEPS_PER_EPOCH, args=[])
 
-    def finetune(*, out, epochs, progress, on_epoch, evaluate_test, **_):
+    def finetune(*, out, settings, progress, on_epoch, evaluate_test, **args):
         assert evaluate_test is False  # the search never opens the test split
+        epochs = settings.epochs
+        fake.args.append({**args, "settings": settings})
         slug = Path(out).parent.name
         fake.calls.append([slug, epochs, 0])
         val = fake.scores[slug] + epochs / 100
@@ -83,10 +87,13 @@ def test_successive_halving_promotes_the_best_third_and_resume_skips_finished_ru
     assert search.rung_epochs(10, 3) == [1, 3, 10]
     values = [0.5, 0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.4]
     pool = _candidates(fake_finetune, values)
-    run = dict(epochs=9, eta=3, target={}, out=tmp_path, results=Results(tmp_path), workers=1, checkpoint_every=1)
+    run = dict(epochs=9, eta=3, target=BASE, out=tmp_path, results=Results(tmp_path), workers=1, checkpoint_every=1)
     rows, notes = halving(pool, budget=Budget.minutes(60), **run)
     assert [(c[0], c[1]) for c in fake_finetune.calls] == (
         [(f"c{i}", 1) for i in range(9)] + [("c1", 3), ("c3", 3), ("c5", 3)] + [("c1", 9)])
+    # the candidate's learning rate, the rung's epochs and the checkpoint cadence go into the settings
+    assert fake_finetune.args[-1] == {"mode": "full",
+                                      "settings": FinetuneSettings(epochs=9, lr=1e-3, checkpoint_every=1)}
     assert [(r["name"], r["rung"], r["status"]) for r in rows[9:]] == [
         ("c1", 1, "done"), ("c3", 1, "done"), ("c5", 1, "done"), ("c1", 2, "done")]
     assert_allclose(rows[-1]["val_accuracy"], 0.9 + 0.09, rtol=0, atol=1e-12)
@@ -102,7 +109,7 @@ def test_budget_stops_the_running_fine_tune_at_its_next_step_and_starts_nothing_
     pool = _candidates(fake_finetune, [0.5, 0.9, 0.1, 0.8])
     clock = TickClock()
     budget = Budget(20.0, clock(), clock)  # the deadline falls inside the second run's first epoch
-    rows, _ = halving(pool, epochs=1, eta=3, target={}, out=tmp_path, budget=budget, results=Results(tmp_path),
+    rows, _ = halving(pool, epochs=1, eta=3, target=BASE, out=tmp_path, budget=budget, results=Results(tmp_path),
                       workers=1, checkpoint_every=1)
     assert [r["status"] for r in rows] == ["done", "stopped", "skipped", "skipped"]
     assert rows[1]["val_accuracy"] is None and rows[2]["seconds"] == rows[3]["seconds"] == 0.0
@@ -116,7 +123,7 @@ def test_budget_stops_the_running_fine_tune_at_its_next_step_and_starts_nothing_
 
 def test_a_fine_tune_priced_past_the_deadline_is_not_started(tmp_path, fake_finetune):
     (c,) = _candidates(fake_finetune, [0.5])
-    run = dict(candidate=c, rung=0, epochs=3, target={}, run_dir=str(tmp_path / c.slug / "e3"), start_by=math.inf,
+    run = dict(candidate=c, rung=0, epochs=3, target=BASE, run_dir=str(tmp_path / c.slug / "e3"), start_by=math.inf,
                checkpoint_every=1)
     clock = TickClock()
     budget = Budget(100.0, clock(), clock)  # deadline 101; the first check reads 2
@@ -131,7 +138,7 @@ def test_rung_shares_stop_screening_but_promoted_runs_still_train(tmp_path, fake
     pool = _candidates(fake_finetune, [0.5, 0.9, 0.1, 0.8, 0.3, 0.7])
     clock = TickClock()
     budget = Budget(120.0, clock(), clock)  # rung 0 may start runs for its half: about 4 one-epoch runs
-    rows, notes = halving(pool, epochs=3, eta=3, target={}, out=tmp_path, budget=budget, results=Results(tmp_path),
+    rows, notes = halving(pool, epochs=3, eta=3, target=BASE, out=tmp_path, budget=budget, results=Results(tmp_path),
                           workers=1, checkpoint_every=1)
     screened = [r for r in rows if r["rung"] == 0]
     assert [r["status"] for r in screened].count("skipped") >= 1 and screened[0]["status"] == "done"
@@ -144,7 +151,7 @@ def test_time_left_after_the_last_rung_screens_the_candidates_rung_0_did_not_rea
     fake_finetune.per_epoch = lambda epochs: STEPS_PER_EPOCH // epochs  # a longer rung costs no more
     clock = TickClock()
     budget = Budget(100.0, clock(), clock)
-    rows, notes = halving(pool, epochs=3, eta=3, target={}, out=tmp_path, budget=budget, results=Results(tmp_path),
+    rows, notes = halving(pool, epochs=3, eta=3, target=BASE, out=tmp_path, budget=budget, results=Results(tmp_path),
                           workers=1, checkpoint_every=1)
     # bracket 1: rung 0 screens c0-c3 in its half, c1 and c3 go on and finish early; bracket 2 screens c4
     assert [(r["name"], r["rung"], r["status"]) for r in rows] == (

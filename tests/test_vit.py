@@ -18,10 +18,11 @@ from helpers import assert_allclose
 from pipeline import backbones
 from pipeline.backbones import vit
 from pipeline.backbones.frozen import frozen_apply, pool_features
+from pipeline.backbones.stages import path_name
 from pipeline.cli import main
 from pipeline.data import open_source
 from pipeline.finetune import build_target
-from pipeline.finetune.groups import build_tx, layer_decay_scales, param_labels, path_name
+from pipeline.finetune.groups import build_tx, layer_decay_scales, param_labels
 from pipeline.compile_cache import enable_compile_cache
 from pipeline.store import load as load_features
 from pipeline.store import open_entry

@@ -14,6 +14,7 @@ from pipeline.backbones import efficientnet_lite, resnet, seednet, vit
 from pipeline.backbones.base import Backbone, Preprocessing, TapInfo, resolve_taps
 from pipeline.backbones.registry import (PARAMS_FORMAT, Registered, abstract, create, default_weights_dir, get,
                                          list, load, register, save, weights_digest)
+from pipeline.backbones.stages import stage_params
 
 
 def imagenet_class_names() -> list[str]:
@@ -98,4 +99,4 @@ register(Registered(
 
 __all__ = ["Backbone", "PARAMS_FORMAT", "Preprocessing", "Registered", "TapInfo", "abstract", "create",
            "default_weights_dir", "get", "imagenet_class_names", "list", "load", "register", "resolve_taps", "save",
-           "weights_digest"]
+           "stage_params", "weights_digest"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.backbones.base import DTYPES
 from pipeline.cli.backbone_cmds import parse_classes
+from pipeline.cli.settings_args import add_settings_args, settings_from_args
 from pipeline.finetune.groups import MODES
+from pipeline.finetune.settings import FinetuneSettings
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -24,16 +25,8 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_tuning_args(p: argparse.ArgumentParser) -> None:
-    """How a network is fine-tuned (finetune, run-case 3-4)."""
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="the head's peak learning rate (default: %(default)s)")
-    p.add_argument("--backbone-lr-mult", type=float, default=0.1,
-                   help="backbone learning rate = lr x this (default: %(default)s)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random resized crop + horizontal flip (default: on from random init only)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs; 0 turns it off")
+    """How a network is fine-tuned (finetune, run-case 3-4): one option per `FinetuneSettings` field."""
+    add_settings_args(p, FinetuneSettings)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -44,15 +37,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transfer", type=int, default=None,
                    help="copy only the first N stages; later ones start from random init (default: all)")
     add_tuning_args(p)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="update BatchNorm statistics (default: frozen, except in mode scratch)")
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--layer-decay", type=float, default=None, metavar="D",
-                   help="layer-wise learning-rate decay in (0, 1]: each stage further from the classifier trains "
-                   "at D times the rate of the one after it (ViTs: 0.65-0.75; default: off)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-finetune-<mode>); "
                    "rerun with the same --out to resume")
     p.set_defaults(handler=_finetune)
@@ -84,12 +68,9 @@ def _finetune(args: argparse.Namespace) -> None:
     try:
         result = finetune(
             args.backbone, args.dataset, mode=args.mode, weights=args.weights, k=args.k, transfer=args.transfer,
-            classes=parse_classes(args.classes), per_class=args.per_class, limit=args.limit, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult,
-            weight_decay=args.weight_decay, resolution=args.resolution, augment=args.augment, flip=args.flip,
-            train_bn=args.train_bn, dtype=args.dtype, accum_steps=args.accum_steps, layer_decay=args.layer_decay,
-            patience=args.patience or None, checkpoint_every=args.checkpoint_every, out=args.out, seed=args.seed,
-            progress=progress, on_epoch=on_epoch)
+            classes=parse_classes(args.classes), per_class=args.per_class, limit=args.limit,
+            resolution=args.resolution, settings=settings_from_args(FinetuneSettings, args), out=args.out,
+            seed=args.seed, progress=progress, on_epoch=on_epoch)
     finally:
         for bar in bars:
             bar.close()

@@ -7,6 +7,8 @@ import argparse
 
 from pipeline.cli.backbone_cmds import parse_classes
 from pipeline.cli.finetune_cmds import add_target_args, add_tuning_args
+from pipeline.cli.settings_args import add_settings_args, settings_from_args
+from pipeline.finetune.settings import FinetuneSettings
 from pipeline.heads.estimators import HEADS
 
 
@@ -37,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated recipe families to search (default: all; see the README)")
     p.add_argument("--finetune-lrs", default=None, help="comma-separated learning-rate grid of every fine-tune")
     p.add_argument("--epochs", type=int, default=9, help="fine-tunes' epochs at the last rung (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64)
+    add_settings_args(p, FinetuneSettings, ["batch_size"])
     p.add_argument("--workers", type=int, default=1, help="processes running a rung's fine-tunes")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-transfer); "
                    "rerun with the same --out to resume")
@@ -53,9 +55,8 @@ def _run_case(args: argparse.Namespace) -> None:
     result = run_case(
         args.case, args.backbone, args.dataset, weights=args.weights, classes=parse_classes(args.classes),
         per_class=args.per_class, limit=args.limit, head=args.head,
-        taps=args.taps.split(",") if args.taps else None, mode=args.mode, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult, resolution=args.resolution,
-        augment=args.augment, flip=args.flip, patience=args.patience or None, out=args.out, seed=args.seed)
+        taps=args.taps.split(",") if args.taps else None, mode=args.mode, resolution=args.resolution,
+        settings=settings_from_args(FinetuneSettings, args), out=args.out, seed=args.seed)
     if args.json:
         print_json(result.summary())
         return

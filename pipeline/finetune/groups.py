@@ -1,4 +1,4 @@
-"""Parameter groups by path: which stage owns each parameter, the mode's labels, and the optax chain.
+"""Parameter groups by path: each parameter's label in a mode (stages from `backbones.stage_params`), the optax chain.
 
 Freezing and per-group learning rates are expressed only as optax composition: a label per
 parameter path, `optax.multi_transform` over the labels, `optax.set_to_zero()` for frozen ones.
@@ -9,54 +9,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from pipeline.backbones import Backbone
+from pipeline.backbones.stages import path_name, stage_params
 from pipeline.optim import decay_mask
 
 MODES = ("full", "last-k", "lp-ft", "scratch")
 OPTIMIZERS = ("adamw", "sgd")
 LABELS = ("head", "backbone", "frozen")
-
-
-def path_name(path: tuple) -> str:
-    """A jax key path of an nnx state leaf -> the '.'-joined name `flatten_state` uses ('blocks.0.bn1.scale')."""
-    parts = []
-    for entry in path:
-        if isinstance(entry, jax.tree_util.DictKey):
-            parts.append(str(entry.key))
-        elif isinstance(entry, jax.tree_util.SequenceKey):
-            parts.append(str(entry.idx))
-    return ".".join(parts)
-
-
-def stage_params(model: Backbone, resolution: int | None = None) -> dict[str, list[str]]:
-    """The parameters each stage reads, found from the stage's traced program (no compute).
-
-    Args:
-      model: a backbone; resolution: the input side used for shape inference (default its own).
-    Returns:
-      {stage name: ['.'-joined parameter names]} in stage order; a parameter shared by two stages
-      is listed under both.
-    """
-    graph, params, rest = nnx.split(model, nnx.Param, ...)
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-    names = [path_name(p) for p, _ in with_paths]
-    leaves = [leaf for _, leaf in with_paths]
-    side = resolution or model.preprocessing.resolution
-    shape = (1, side, side, model.preprocessing.channels)
-    out: dict[str, list[str]] = {}
-    for i, (stage, info) in enumerate(zip(model.tap_names(), model.tap_infos(side))):
-        def run(leaves, x, i=i):
-            return nnx.merge(graph, jax.tree.unflatten(treedef, leaves), rest).stages()[i][1](x)
-
-        jaxpr = jax.make_jaxpr(run)(leaves, jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr
-        used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
-        out[stage] = [n for n, v in zip(names, jaxpr.invars[:len(leaves)]) if id(v) in used]
-        shape = (1, *info.shape)
-    return out
 
 
 def param_labels(model: Backbone, mode: str, k: int | None = None, resolution: int | None = None,

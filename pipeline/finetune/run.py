@@ -17,12 +17,12 @@ from pipeline.finetune.augment import augment_batch
 from pipeline.finetune.checkpoint import Checkpoints
 from pipeline.finetune.groups import MODES, build_tx, layer_decay_scales, param_labels
 from pipeline.finetune.loop import EpochCallback, StepProgress, eval_batches, fit
+from pipeline.finetune.settings import FinetuneSettings, check_settings
 from pipeline.finetune.transfer import build_target, penultimate_tap, set_linear_head
 from pipeline.optim import warmup_cosine
 from pipeline.paths import claim_settings, run_dir
 from pipeline.plotting import pyplot
 from pipeline.training import ClassifierSteps
-
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,9 @@ def linear_probe(backbone: str, weights: str | Path, dataset: str, tap: str, *, 
 
 def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | Path = "pretrained",
              k: int | None = None, transfer: int | None = None, classes: Sequence[int] | None = None,
-             per_class: int | None = None, limit: int | None = None, epochs: int = 10, batch_size: int = 64,
-             lr: float = 1e-3, backbone_lr_mult: float = 0.1, weight_decay: float = 1e-4, resolution: int | None = None,
-             augment: bool | None = None, flip: bool = True, train_bn: bool | None = None, dtype: str = "float32",
-             accum_steps: int = 1, layer_decay: float | None = None, patience: int | None = 3, checkpoint_every: int = 0, out: str | Path | None = None,
-             seed: int = 0, progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
+             per_class: int | None = None, limit: int | None = None, resolution: int | None = None,
+             settings: FinetuneSettings | None = None, out: str | Path | None = None, seed: int = 0,
+             progress: StepProgress | None = None, on_epoch: EpochCallback | None = None,
              evaluate_test: bool = True) -> FinetuneResult:
     """Fine-tunes a pre-trained backbone with a new classifier on a target data set.
 
@@ -94,21 +92,10 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
       transfer: copy only the first `transfer` stages from `weights`; later stages start from random init
         and train at the head's learning rate (Yosinski et al. 2014's "cut after layer n"; with 'last-k'
         and k = stages - transfer the copied stages stay frozen). None: all stages but the classifier.
-      epochs, batch_size, lr, weight_decay: AdamW with warm-up + cosine decay; `lr` is the head's.
       resolution: train and export at this input side (families with a resolution setting).
-      augment, flip: random resized crop (+ horizontal flip) in the jitted step. augment None: on for
-        'scratch' only: on seednet's transfer tasks crops cost runs from pre-trained weights 1-7 points of
-        test accuracy (their frozen BatchNorm statistics and features expect whole images) and gained a
-        run from scratch 9.
-      train_bn: update BatchNorm statistics; None: frozen (inference-mode BatchNorm) when starting from
-        pre-trained weights, trained for 'scratch' (random statistics would leave a deep net unnormalised).
-      dtype: compute dtype 'float32' or 'bfloat16' (parameters stay float32).
-      accum_steps: gradient accumulation; the effective batch is batch_size * accum_steps.
-      layer_decay: layer-wise learning-rate decay in (0, 1] for the backbone's stages (see
-        `groups.layer_decay_scales`; ViT fine-tuning commonly uses 0.65-0.75); None: one backbone rate.
-      patience: early stopping after this many epochs without better validation accuracy (None: off).
-      checkpoint_every: orbax checkpoint every this many steps into OUT/checkpoints (0: off); a rerun
-        with the same OUT resumes from the latest one.
+      settings: how it trains (`FinetuneSettings`: epochs, batch size, learning rates, augmentation,
+        BatchNorm, dtype, early stopping, checkpoints); None: the defaults. Its augment and train_bn
+        None resolve per mode (`FinetuneSettings.resolved`).
       out: run directory (default runs/<timestamp>-finetune-<mode>): metrics.json, curve.png,
         backbone.safetensors.
       progress, on_epoch: callbacks (step, total, metrics) and (epoch record).
@@ -120,13 +107,10 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     start = time.perf_counter()
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if transfer is not None and mode in ("scratch", "lp-ft"):
         raise ValueError(f"transfer is not used by mode {mode!r} (scratch copies nothing; lp-ft's probe needs "
                          "every stage); use mode 'full' or 'last-k'")
-    train_bn = mode == "scratch" if train_bn is None else train_bn
-    augment = mode == "scratch" if augment is None else augment
+    s = check_settings(settings).resolved(mode)
     data = dict(classes=classes, per_class=per_class, limit=limit)
     train_source = open_source(dataset, "train", seed=seed, **data)  # per_class, limit: the training subset
     num_classes = len(train_source.class_names)
@@ -145,30 +129,27 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
                                                        resolution=resolution, data=data, seed=seed)
         set_linear_head(model, coef, intercept)
     labels = param_labels(model, mode, k, transferred=transfer)
-    updates = epochs * (len(train[0]) // batch_size) // accum_steps
+    updates = s.epochs * (len(train[0]) // s.batch_size) // s.accum_steps
     # a randomly initialised backbone has nothing to preserve: it trains at the head's rate
-    mult = 1.0 if mode == "scratch" else backbone_lr_mult
-    tx = build_tx(labels, warmup_cosine(lr, max(updates, 1)), backbone_lr_mult=mult,
-                  weight_decay=weight_decay, accum_steps=accum_steps,
-                  layer_scales=None if layer_decay is None else layer_decay_scales(model, layer_decay))
-    augment_fn = (lambda key, images: augment_batch(key, images, flip)) if augment else None
-    steps = ClassifierSteps(model, tx, p, augment_fn, train_bn=train_bn, compute_dtype=DTYPES[dtype])
+    mult = 1.0 if mode == "scratch" else s.backbone_lr_mult
+    tx = build_tx(labels, warmup_cosine(s.lr, max(updates, 1)), backbone_lr_mult=mult,
+                  weight_decay=s.weight_decay, accum_steps=s.accum_steps,
+                  layer_scales=None if s.layer_decay is None else layer_decay_scales(model, s.layer_decay))
+    augment_fn = (lambda key, images: augment_batch(key, images, s.flip)) if s.augment else None
+    steps = ClassifierSteps(model, tx, p, augment_fn, train_bn=s.train_bn, compute_dtype=DTYPES[s.dtype])
 
-    settings = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, transfer=transfer,
-                    classes=classes, per_class=per_class, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr,
-                    backbone_lr_mult=backbone_lr_mult, layer_decay=layer_decay, weight_decay=weight_decay,
-                    resolution=p.resolution,
-                    augment=augment, flip=flip, train_bn=train_bn, dtype=dtype, accum_steps=accum_steps,
-                    patience=patience, seed=seed, class_names=train_source.class_names)
+    record = dict(backbone=backbone, weights=str(weights), dataset=dataset, mode=mode, k=k, transfer=transfer,
+                  classes=classes, per_class=per_class, limit=limit, resolution=p.resolution, **asdict(s),
+                  seed=seed, class_names=train_source.class_names)
     out = Path(out) if out is not None else default_out(mode)
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = None
-    if checkpoint_every:
-        _claim_run_dir(out, settings)
+    if s.checkpoint_every:
+        _claim_run_dir(out, record)
         checkpoints = Checkpoints(out / "checkpoints")
     try:
-        result = fit(steps, train, val, epochs=epochs, batch_size=batch_size, seed=seed, patience=patience,
-                     checkpoints=checkpoints, checkpoint_every=checkpoint_every, progress=progress,
+        result = fit(steps, train, val, epochs=s.epochs, batch_size=s.batch_size, seed=seed, patience=s.patience,
+                     checkpoints=checkpoints, checkpoint_every=s.checkpoint_every, progress=progress,
                      on_epoch=on_epoch)
     finally:
         if checkpoints is not None:
@@ -176,19 +157,21 @@ def finetune(backbone: str, dataset: str, *, mode: str = "full", weights: str | 
     test_metrics = steps.evaluate(result.state, eval_batches(*test)) if test is not None else {"accuracy": None}
     tuned = steps.model(result.state)
     path = backbones.save(tuned, out / "backbone.safetensors", extra={
-        "finetune": settings, "val_accuracy": result.best_val_accuracy, "test_accuracy": test_metrics["accuracy"]})
+        "finetune": record, "val_accuracy": result.best_val_accuracy, "test_accuracy": test_metrics["accuracy"]})
     outcome = FinetuneResult(out, path, test_metrics["accuracy"], result.best_val_accuracy, result.best_epoch,
                              len(result.history), result.stopped_early, result.resumed_from,
                              time.perf_counter() - start, probe_accuracy, result.history)
-    (out / "metrics.json").write_text(json.dumps({"settings": settings, **outcome.summary()}, indent=2))
+    (out / "metrics.json").write_text(json.dumps({"settings": record, **outcome.summary()}, indent=2))
     plot_curves(result.history, out / "curve.png", title=f"{backbone} {mode} on {dataset}")
     return outcome
 
 
-def _claim_run_dir(out: Path, settings: dict) -> None:
+def _claim_run_dir(out: Path, record: dict) -> None:
     """Records the run's settings in OUT/settings.json; a directory holding another run's is refused,
-    so checkpoints are only ever resumed by the run that wrote them."""
-    claim_settings(out / "settings.json", settings, "checkpoints of a run", "settings")
+    so checkpoints are only ever resumed by the run that wrote them. The checkpoint cadence is left out:
+    it does not change the result, so a rerun may checkpoint more or less often."""
+    claim_settings(out / "settings.json", {k: v for k, v in record.items() if k != "checkpoint_every"},
+                   "checkpoints of a run", "settings")
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:

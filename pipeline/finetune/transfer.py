@@ -10,7 +10,7 @@ from flax import nnx
 
 from pipeline import backbones
 from pipeline.backbones import Backbone
-from pipeline.finetune.groups import stage_params
+from pipeline.backbones.stages import stage_params
 from pipeline.weights.nnx_state import assign_flat, flatten_state
 
 

@@ -14,13 +14,12 @@ import numpy as np
 from pipeline import backbones
 from pipeline.data import Geometry, load_split, open_source
 from pipeline.extract import extract
+from pipeline.finetune import FinetuneSettings
 from pipeline.heads import LinearHead, logme, reduce_spatial
 from pipeline.store import load
 from pipeline.strategy.candidates import FAMILIES, FROZEN, LARGE_PER_CLASS, Evidence, family_order
 from pipeline.strategy.recipes import early_taps, feature_taps
 from pipeline.strategy.similarity import bn_shift
-
-BACKBONE_LR_MULT = 0.1  # fine-tuning from pre-trained weights: the backbone moves 10x slower than the new head
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class Advice:
     taps: list[dict[str, Any]]  # per feature tap: tap, early, probe_val_accuracy, logme, bn_shift
     seconds: float
     transfer_first: list[str]  # the fine-tune families `transfer` screens, in its order (after every frozen head)
+    finetune: dict[str, Any] | None  # cases 3-4: the advised `FinetuneSettings` (run-case's); None: nothing fine-tunes
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +114,8 @@ def advise(backbone: str, dataset: str, *, weights: str | Path = "pretrained", c
     else:  # e.g. a ViT: LayerNorm normalises each token by itself and keeps no statistics of the source data
         reasons.append(f"Source-free check not made: {backbone} has no BatchNorm layers, so it keeps no "
                        "statistics of its source data to compare with; similarity rests on the probes.")
-    tap, train, mult = _recipe(case, last, best_early)
+    tap, train, settings = _recipe(case, last, best_early)
+    mult = settings.backbone_lr_mult if settings is not None else None
     reasons.append(_plan_words(case, tap, mult))
     evidence = Evidence({r["tap"]: r["probe_val_accuracy"] for r in rows}, early, shift,
                         {r["tap"]: r["logme"] for r in rows}, median)
@@ -130,7 +131,7 @@ def advise(backbone: str, dataset: str, *, weights: str | Path = "pretrained", c
                + (f" --backbone-lr-mult {mult}" if mult is not None else ""))
     advice = Advice(case, size, "similar" if similar else "different", tap, train, mult, command, reasons,
                     len(source), {n: int(c) for n, c in zip(source.class_names, counts)}, rows,
-                    time.perf_counter() - start, first)
+                    time.perf_counter() - start, first, asdict(settings) if settings is not None else None)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(advice.summary(), indent=2))
@@ -142,13 +143,14 @@ def _flat(entry, tap: str) -> tuple[np.ndarray, np.ndarray]:
     return reduce_spatial(x, "flatten"), y
 
 
-def _recipe(case: int, last: str, best_early: str) -> tuple[str, str, float | None]:
-    """(tap, what to train, backbone learning-rate multiplier) of a case."""
+def _recipe(case: int, last: str, best_early: str) -> tuple[str, str, FinetuneSettings | None]:
+    """(tap, what to train, how to fine-tune: None for the frozen cases) of a case. Cases 3-4 take the
+    defaults: from pre-trained weights the backbone trains at 0.1x the new head's rate."""
     if case == 1:
         return last, "head", None
     if case == 2:
         return best_early, "head", None
-    return last, "all", BACKBONE_LR_MULT
+    return last, "all", FinetuneSettings()
 
 
 def _plan_words(case: int, tap: str, mult: float | None) -> str:

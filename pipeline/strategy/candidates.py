@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from pipeline.finetune.settings import FinetuneSettings
+
 # family -> what it trains; the first four are frozen (heads on cached features), the rest fine-tune
 FAMILIES = {
     "ridge": "ridge classifier on each feature tap, every L2 value from one eigendecomposition",
@@ -23,7 +25,7 @@ HEAD_LRS = {"linear": (3e-3, 3e-2), "mlp": (1e-3, 1e-2)}  # each head's grid, it
 FINETUNE_LRS = (1e-3, 3e-3)  # the head's peak rate in a fine-tune (the backbone's is it times mult)
 LAST_K = (1, 2)
 LP_FT_MULTS = (0.1, 1.0)
-FULL_MULT = 0.1
+FULL_MULT = FinetuneSettings().backbone_lr_mult  # full fine-tunes at the default backbone rate
 RIDGE_L2S = tuple(float(v) for v in (10.0 ** (i / 2) for i in range(-6, 11)))  # 1e-3 .. 1e5
 LARGE_PER_CLASS = 1000  # median images per class from which a data set is large (advisor, transfer's order)
 BN_SHIFT_FAR = 1.0  # source standard deviations: early statistics this far off, freezing them is tried late
@@ -32,7 +34,7 @@ BN_SHIFT_FAR = 1.0  # source standard deviations: early statistics this far off,
 @dataclass(frozen=True)
 class Candidate:
     """One recipe with its settings: `params` holds tap/taps and lr or l2s (frozen), or mode, lr and
-    k / backbone_lr_mult / transfer (fine-tunes)."""
+    k / backbone_lr_mult / transfer (fine-tunes: `finetune`'s mode, k, transfer and `FinetuneSettings` fields)."""
 
     family: str
     name: str

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 from pipeline import backbones
 from pipeline.extract import extract
-from pipeline.finetune import finetune
+from pipeline.finetune import FinetuneSettings, finetune
+from pipeline.finetune.settings import check_settings
 from pipeline.heads import train
 from pipeline.paths import run_dir
 
@@ -68,10 +69,8 @@ def check_case(case: int) -> None:
 def run_case(case: int, backbone: str, dataset: str, *, weights: str | Path = "pretrained",
              classes: Sequence[int] | None = None, per_class: int | None = None, limit: int | None = None,
              head: str = "linear", head_params: dict[str, Any] | None = None, taps: Sequence[str] | None = None,
-             mode: str = "lp-ft", epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-             backbone_lr_mult: float = 0.1, resolution: int | None = None, augment: bool | None = None,
-             flip: bool = True, patience: int | None = 3, cache_dir: str | Path | None = None, out: str | Path | None = None,
-             seed: int = 0) -> CaseResult:
+             mode: str = "lp-ft", resolution: int | None = None, settings: FinetuneSettings | None = None,
+             cache_dir: str | Path | None = None, out: str | Path | None = None, seed: int = 0) -> CaseResult:
     """Runs the recipe of one case end to end; frozen recipes reuse cached features.
 
     Args:
@@ -87,8 +86,8 @@ def run_case(case: int, backbone: str, dataset: str, *, weights: str | Path = "p
       mode: case 3-4's pre-trained run: 'lp-ft' (the new classifier starts from a linear probe on cached
         features, then everything trains: a random classifier's large early gradients would otherwise
         disturb the pre-trained features, and a few hundred steps at a small rate do not train it) or 'full'.
-      epochs, batch_size, lr, backbone_lr_mult, resolution, augment, flip, patience: fine-tuning
-        settings (cases 3-4; see `pipeline.finetune.finetune`).
+      resolution: input side (default the backbone's).
+      settings: how cases 3-4 fine-tune (`FinetuneSettings`; None: its defaults).
       cache_dir: the feature store. out: run directory (default runs/<timestamp>-case<case>).
     Returns:
       CaseResult; OUT/case.json holds it, OUT/<candidate>/ each candidate's run.
@@ -96,6 +95,7 @@ def run_case(case: int, backbone: str, dataset: str, *, weights: str | Path = "p
     check_case(case)
     if mode not in ("full", "lp-ft"):
         raise ValueError(f"mode {mode!r} is not a case 3-4 recipe; valid: full, lp-ft")
+    settings = check_settings(settings)
     start = time.perf_counter()
     out = Path(out) if out is not None else run_dir(f"case{case}")
     data = dict(classes=classes, per_class=per_class, limit=limit, seed=seed)
@@ -110,16 +110,15 @@ def run_case(case: int, backbone: str, dataset: str, *, weights: str | Path = "p
         hyper = head_params if head_params is not None else {"solver": "lbfgs"} if head == "linear" else {}
         runs = [_head_run(entries, tap, head, hyper, cache_dir, out, seed) for tap in ([last] if case == 1 else early)]
     else:
-        tune = dict(epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
-                    resolution=resolution, augment=augment, flip=flip, patience=patience, **data)
+        tune = dict(resolution=resolution, settings=settings, **data)
         names = {"pretrained": mode} if case == 3 else {"pretrained": mode, "scratch": "scratch"}
         runs = [_finetune_run(name, backbone, weights, dataset, m, tune, out) for name, m in names.items()]
     best = max(runs, key=lambda r: r["val_accuracy"])  # ties keep the first: the simpler or pre-trained one
-    settings = dict(case=case, backbone=backbone, weights=str(weights), dataset=dataset, head=head,
-                    head_params=head_params, mode=mode,
-                    epochs=epochs, lr=lr, backbone_lr_mult=backbone_lr_mult, **data)
+    record = dict(case=case, backbone=backbone, weights=str(weights), dataset=dataset, head=head,
+                  head_params=head_params, mode=mode, resolution=resolution, **data,
+                  finetune=asdict(settings) if case in (3, 4) else None)
     result = CaseResult(case, CASES[case], best["name"], best["val_accuracy"], best["test_accuracy"], runs,
-                        time.perf_counter() - start, out, settings)
+                        time.perf_counter() - start, out, record)
     out.mkdir(parents=True, exist_ok=True)
     (out / "case.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     return result

@@ -7,12 +7,13 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pipeline.finetune.settings import split_settings
 from pipeline.heads import HEADS, fit_ridge
 from pipeline.jobs import Job, run_jobs
 from pipeline.paths import claim_settings
@@ -135,17 +136,20 @@ def finetune_candidate(*, candidate: Candidate, rung: int, epochs: int, target: 
                        budget: Budget, start_by: float, checkpoint_every: int, expected: float = 0.0) -> dict:
     """One fine-tune for `epochs` (a worker job): not started once `start_by` passed or when its `expected`
     seconds would end past the deadline, stopped between steps at the deadline (its checkpoints stay for
-    a rerun), validation only (test is not opened)."""
+    a rerun), validation only (test is not opened). `target`: `finetune`'s target task and `settings`, the
+    search's base `FinetuneSettings`, which the candidate's settings, epochs and checkpoint_every replace."""
     from pipeline.finetune import finetune
 
     now = budget.clock()
     if now >= min(start_by, budget.deadline) or now + expected > budget.deadline:
         return record(candidate, "skipped", None, 0.0, rung=rung, epochs=epochs)
+    tuned, args = split_settings(candidate.params)  # e.g. lr, backbone_lr_mult; and mode, k, transfer
+    settings = replace(target["settings"], epochs=epochs, checkpoint_every=checkpoint_every, **tuned)
     history: list[dict] = []
     start = time.perf_counter()
     try:
         # the one call into finetune: keyword arguments only, so a changed signature is fixed here
-        result = finetune(**target, **candidate.params, epochs=epochs, out=run_dir, checkpoint_every=checkpoint_every,
+        result = finetune(**{**target, "settings": settings}, **args, out=run_dir,
                           progress=lambda step, total, metrics: budget.check(), on_epoch=history.append,
                           evaluate_test=False)
     except BudgetExhausted:

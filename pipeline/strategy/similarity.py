@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from pipeline.backbones import Backbone
-from pipeline.finetune import stage_params
+from pipeline.backbones.stages import stage_params
 
 
 def _batch_norms(model: nnx.Module) -> Iterator[tuple[str, nnx.BatchNorm]]:

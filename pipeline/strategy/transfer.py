@@ -42,6 +42,7 @@ import numpy as np
 from pipeline import backbones
 from pipeline.data import Geometry, open_source
 from pipeline.extract import extract
+from pipeline.finetune import FinetuneSettings
 from pipeline.heads import fit_ridge, logme, reduce_spatial
 from pipeline.store import load
 from pipeline.strategy import candidates as cands
@@ -72,16 +73,10 @@ class TransferResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
-def _positive_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path = "pretrained",
              classes: Sequence[int] | None = None, per_class: int | None = None, limit: int | None = None,
              candidates: Sequence[str] | None = None, finetune_lrs: Sequence[float] = cands.FINETUNE_LRS,
-             epochs: int = 9, batch_size: int = 64,
+             epochs: int = 9, batch_size: int = FinetuneSettings.batch_size,
              resolution: int | None = None, workers: int = 1, seed: int = 0, cache_dir: str | Path | None = None,
              out: str | Path | None = None, clock: Callable[[], float] = time.time,
              setup: Callable[[], None] | None = None) -> TransferResult:
@@ -105,7 +100,7 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
     timer = Budget.minutes(budget, clock)
     families = cands.check_families(candidates)
     finetune_lrs = cands.check_lrs(finetune_lrs)
-    epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size", batch_size)
+    base = FinetuneSettings(epochs=epochs, batch_size=batch_size)  # checked before any work; each rung sets epochs
     out = Path(out) if out is not None else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-transfer"
     results = Results(out, dict(backbone=backbone, weights=weights, dataset=dataset, classes=classes,
                                 per_class=per_class, limit=limit, seed=seed, resolution=resolution,
@@ -126,8 +121,8 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
     if any(f not in cands.FROZEN for f in families):
         evidence = _evidence(model, frozen, feats, taps, early, dataset, subset, resolution)
         costly, reasons = cands.costly_candidates(families, evidence, len(model.tap_names()) - 1, finetune_lrs)
-    target = dict(backbone=backbone, dataset=dataset, weights=weights, resolution=resolution, batch_size=batch_size,
-                  seed=seed, classes=classes, per_class=per_class, limit=limit)
+    target = dict(backbone=backbone, dataset=dataset, weights=weights, resolution=resolution, seed=seed,
+                  classes=classes, per_class=per_class, limit=limit, settings=base)
     steps_per_epoch = max(1, len(feats["train"][1]) // batch_size)
     rows, notes = halving(costly, epochs=epochs, eta=ETA, target=target, out=out, budget=timer, results=results,
                           workers=workers, checkpoint_every=steps_per_epoch, setup=setup) if costly else ([], [])
