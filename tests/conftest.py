@@ -1,12 +1,6 @@
-"""Puts the repository root and tests/ on sys.path, and keeps tests out of the real cache."""
-
-import sys
-from pathlib import Path
+"""Keeps tests out of the real cache (pyproject's `pythonpath` puts the repository root and tests/ on the path)."""
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-
 from pipeline.jobs import Job, available_cores, core_groups, run_jobs
 
+ROOT = Path(__file__).resolve().parents[1]
 TWO_CORES = pytest.mark.skipif(len(available_cores()) < 2, reason="needs two cores")
 
 
