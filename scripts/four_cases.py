@@ -1,6 +1,7 @@
 """The four transfer-learning cases, measured: every recipe in every cell of the 2x2 table, a per-layer
 transfer curve (Yosinski et al. 2014), the advisor's pick next to the measured winner, and the real-world
-row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits).
+row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits), and `transfer` (the budgeted search) in every
+cell with a quarter of the time all the cell's recipes took.
 
     python -m scripts.four_cases            # the full run: 26 min on 2 CPU cores, empty caches
     python -m scripts.four_cases --quick    # tiny network and subsets: the code path in about 3 minutes
@@ -10,7 +11,10 @@ row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits).
 
 After the source trains, the ~100 runs (each recipe x cell x seed, each curve point x rate, the real-world
 row, the advisor per cell) go to `--jobs` worker processes, one per core, longest first (pipeline.jobs);
-every run writes its own case.json / metrics.json as it ends, results.json and the report come last.
+every run writes its own case.json / metrics.json as it ends. Then `transfer` runs once per cell and seed
+(and real-world target), its budget a quarter of the seconds that cell's recipes took for that seed, with
+its own feature store (the recipes' cached features would make its frozen phase free); results.json and
+the report come last.
 
 Source: `seednet_s` (seednet at half the conv widths, twice as fast to train) pre-trained from scratch
 (seed 0) on Fashion-MNIST classes 0-4 (t-shirt, trouser, pullover, dress, coat). Targets:
@@ -21,7 +25,9 @@ Source: `seednet_s` (seednet at half the conv widths, twice as fast to train) pr
   high-level layout the source's deep layers learnt; it is as large as the similar target, so size and
   similarity vary independently. Digits are also different at low level (8x8 upsampled, blurred strokes).
 small = `--small` images per class, large = all. Val and test splits are whole, so the small and large
-cells of one target are scored on the same images. Writes OUT/report.md, OUT/transfer_curve.png and
+cells of one target are scored on the same images. Two more targets (not in the 2x2 table, so that
+`transfer`'s rule is checked on data it was not designed on) use a second source, `seednet_s` pre-trained
+on Fashion-MNIST 5-9: Fashion-MNIST 0-4 (small) and 0-4 with shuffled patches (large). Writes OUT/report.md, OUT/transfer_curve.png and
 OUT/results.json.
 """
 
@@ -29,10 +35,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -43,31 +51,37 @@ from pipeline.data import open_source
 from pipeline.finetune import FinetuneSettings, finetune
 from pipeline.jobs import Job, available_cores, core_groups, run_jobs
 from pipeline.pretrain import pretrain
-from pipeline.strategy import CaseResult, advise, run_case
+from pipeline.strategy import CaseResult, advise, run_case, transfer
 from scripts.four_cases_report import write_report
 
 SIMILAR = [5, 6, 7, 8, 9]
+SOURCES = {"0-4": [0, 1, 2, 3, 4], "5-9": SIMILAR}  # pre-training classes of Fashion-MNIST, by name
+TRANSFER_SHARE = 0.25  # transfer's budget: this share of the seconds all recipes of a cell took (per seed)
 # fine-tune: the seeds' recipe (lp-ft, backbone at 0.1x the head's rate); fine-tune 1x: the backbone at the head's rate
 RECIPES = ("last-tap head", "early-tap head", "fine-tune", "fine-tune 1x", "scratch")
 MODES = {  # "full" is the experiment; "quick" runs the same code on a tiny network and subsets
     "full": dict(backbone="seednet_s", source_epochs=2, source_per_class=None, small=100, seeds=3, epochs_small=10,
                  epochs_large=1, curve_per_class=300, curve_epochs=5, curve_layers=(1, 2, 3, 4, 5),
                  curve_lrs=(1e-3, 1e-2),  # each curve point keeps the better on validation
-                 real=("efficientnet_lite0", 64, "pretrained"), real_small=100, real_epochs=3),
+                 real=("efficientnet_lite0", 64, "pretrained"), real_small=100, real_epochs=3,
+                 min_budget=0.0, transfer_candidates=None),  # transfer searches every family
     "quick": dict(backbone="seednet_tiny", source_epochs=1, source_per_class=100, small=20, large=60, seeds=2,
                   epochs_small=1, epochs_large=1, curve_per_class=20, curve_epochs=2, curve_layers=(1, 5),
                   curve_lrs=(1e-2,),
-                  real=("efficientnet_lite_tiny", 32, "random"), real_small=10, real_epochs=1),
+                  real=("efficientnet_lite_tiny", 32, "random"), real_small=10, real_epochs=1,
+                  # minutes: the tiny recipes take seconds, less than transfer's first extraction; ridge only
+                  min_budget=0.25, transfer_candidates=("ridge",)),
 }
 
 
-def permuted_patches(out: Path, seed: int = 0, patch: int = 7) -> str:
-    """Writes Fashion-MNIST 5-9 (train + test) with a fixed permutation of its patch grid; returns the npz spec."""
-    path = out / f"fmnist5-9-patches{patch}-seed{seed}.npz"
+def permuted_patches(out: Path, seed: int = 0, patch: int = 7, classes: str = "5-9") -> str:
+    """Writes Fashion-MNIST `classes` (train + test) with a fixed permutation of its patch grid; returns the
+    npz spec."""
+    path = out / f"fmnist{classes}-patches{patch}-seed{seed}.npz"
     if not path.is_file():
         images, labels = [], []
         for split in ("trainval", "test"):
-            source = open_source("fashion-mnist", split, classes=SIMILAR)
+            source = open_source("fashion-mnist", split, classes=SOURCES[classes])
             for batch in source.iter_batches(4096):
                 images.append(batch.images[..., 0])
                 labels.append(batch.labels)
@@ -81,21 +95,29 @@ def permuted_patches(out: Path, seed: int = 0, patch: int = 7) -> str:
     return f"npz:{path}"
 
 
-def cells(cfg: dict, permuted: str) -> list[dict]:
-    """The targets: (size, similarity) cells of the 2x2 table, plus a small permuted row."""
+def cells(cfg: dict, permuted: dict[str, str]) -> list[dict]:
+    """The targets: (size, similarity) cells of the 2x2 table (source Fashion-MNIST 0-4), a small permuted
+    row, and two targets of the second source (5-9). `permuted`: the shuffled-patch data sets by classes."""
     small, large = cfg["small"], cfg.get("large")
-    return [
+    table = [
         dict(name="small + similar", size="small", sim="similar", dataset="fashion-mnist", classes=SIMILAR,
              per_class=small, epochs=cfg["epochs_small"]),
         dict(name="small + different", size="small", sim="different", dataset="digits", classes=None,
              per_class=small, epochs=cfg["epochs_small"]),
-        dict(name="small + different (patches)", size="small", sim="different", dataset=permuted, classes=None,
+        dict(name="small + different (patches)", size="small", sim="different", dataset=permuted["5-9"], classes=None,
              per_class=small, epochs=cfg["epochs_small"], extra=True),
         dict(name="large + similar", size="large", sim="similar", dataset="fashion-mnist", classes=SIMILAR,
              per_class=large, epochs=cfg["epochs_large"]),
-        dict(name="large + different", size="large", sim="different", dataset=permuted, classes=None,
+        dict(name="large + different", size="large", sim="different", dataset=permuted["5-9"], classes=None,
              per_class=large, epochs=cfg["epochs_large"]),
     ]
+    others = [
+        dict(name="small, source 5-9: Fashion-MNIST 0-4", size="small", sim="similar", dataset="fashion-mnist",
+             classes=SOURCES["0-4"], per_class=small, epochs=cfg["epochs_small"], source="5-9"),
+        dict(name="large, source 5-9: 0-4 patches", size="large", sim="different", dataset=permuted["0-4"],
+             classes=None, per_class=large, epochs=cfg["epochs_large"], source="5-9"),
+    ]
+    return [dict(cell, source="0-4") for cell in table] + [dict(cell, extra=True) for cell in others]
 
 
 def frozen_cases(backbone: str, dataset: str, out: Path, **kw) -> tuple:
@@ -141,7 +163,54 @@ def cell_result(i: int, cell: dict, seeds: int, done: dict) -> dict:
     data = dict(classes=cell["classes"], per_class=cell["per_class"])
     return dict(cell, n_train=len(open_source(cell["dataset"], "train", seed=0, **data)), scores=scores, mean=mean,
                 std={r: float(np.std(v)) for r, v in scores.items()}, winner=winner, advice=advice.summary(),
-                advised=advised, advised_accuracy=advised_acc, regret=mean[winner] - advised_acc)
+                advised=advised, advised_accuracy=advised_acc, regret=mean[winner] - advised_acc,
+                recipes_seconds=[recipe_seconds(done, i, seed) for seed in range(seeds)],
+                transfer=transfer_summary([done["transfer", i, seed] for seed in range(seeds)], mean[winner]))
+
+
+def recipe_seconds(done: dict, i: int, seed: int) -> float:
+    """The seconds every recipe of cell i took for one seed: the frozen pair, case 4 (fine-tune and
+    scratch) and fine-tune 1x (the advisor is not a recipe)."""
+    c1, c2 = done["cell", i, seed, "frozen"]
+    return c1.seconds + c2.seconds + done["cell", i, seed, "case4"].seconds + done["cell", i, seed, "case3-1x"].seconds
+
+
+def transfer_run(out: Path, budget: float, **target) -> dict:
+    """`transfer` on one target within `budget` minutes, in a fresh OUT with its own feature store (the
+    recipes' cached features would make its frozen phase free); what it picked and how that scored."""
+    shutil.rmtree(out, ignore_errors=True)  # a measurement, not a resume of an earlier run's search
+    try:
+        r = transfer(budget=budget, out=out, cache_dir=out / "cache", **target)
+    except TimeoutError as error:  # the budget ended before any candidate finished
+        return dict(pick=None, test_accuracy=None, budget_seconds=60 * budget, reason=str(error))
+    finally:
+        shutil.rmtree(out / "cache", ignore_errors=True)  # features of every tap: large, and not reused
+    return dict(pick=r.winner, test_accuracy=r.test_accuracy, val_accuracy=r.val_accuracy, seconds=r.seconds,
+                budget_seconds=r.budget_seconds, candidates=len(r.leaderboard))
+
+
+def transfer_jobs(cfg: dict, targets: list[dict], weights: dict[str, Path], seeds: int, done: dict,
+                  out: Path) -> list[Job]:
+    """`transfer` per cell and seed, within TRANSFER_SHARE of the seconds that cell's recipes took."""
+    jobs = []
+    for i, cell in enumerate(targets):
+        for seed in range(seeds):
+            budget = max(cfg["min_budget"], TRANSFER_SHARE * recipe_seconds(done, i, seed) / 60)
+            where = out / "runs" / cell["name"].replace(" ", "") / f"seed{seed}" / "transfer"
+            jobs.append(Job(("transfer", i, seed), transfer_run, dict(
+                out=where, budget=budget, backbone=cfg["backbone"], dataset=cell["dataset"],
+                weights=weights[cell["source"]], classes=cell["classes"], per_class=cell["per_class"],
+                epochs=cell["epochs"], candidates=cfg["transfer_candidates"], seed=seed), budget))
+    return jobs
+
+
+def transfer_summary(runs: list[dict], best: float) -> dict:
+    """transfer's picks over seeds, their mean test accuracy and its gap to the best recipe's mean (the
+    goal: at most 0.005 below); no mean when a run finished no candidate within its budget."""
+    scores = [r["test_accuracy"] for r in runs]
+    mean = None if None in scores else float(np.mean(scores))
+    return dict(runs=runs, mean=mean, std=None if mean is None else float(np.std(scores)),
+                gap=None if mean is None else best - mean, within=mean is not None and best - mean <= 0.005 + 1e-12)
 
 
 def curve_jobs(cfg: dict, backbone: str, weights: Path, targets: dict[str, tuple], out: Path) -> list[Job]:
@@ -186,7 +255,7 @@ def real_frozen(name: str, dataset: str, out: Path, **kw) -> dict:
     kw.pop("seed")
     advice = advise(name, dataset, out=out / "advice.json", **kw)
     return {"last-tap head": c1.test_accuracy, "early-tap head": c2.test_accuracy, "early tap": c2.choice,
-            "advised case": advice.case}
+            "advised case": advice.case, "frozen seconds": c1.seconds + c2.seconds}
 
 
 def real_jobs(cfg: dict, out: Path) -> list[Job]:
@@ -209,6 +278,26 @@ def real_jobs(cfg: dict, out: Path) -> list[Job]:
     return jobs
 
 
+def real_seconds(done: dict, dataset: str, size: str) -> float:
+    """The seconds the recipes of one real-world target took (frozen pair, and case 3 on small sets)."""
+    tuned = done["real", dataset, size, "case3"].seconds if size == "small" else 0.0
+    return done["real", dataset, size, "frozen"]["frozen seconds"] + tuned
+
+
+def real_transfer_jobs(cfg: dict, done: dict, out: Path) -> list[Job]:
+    """`transfer` on each real-world target within TRANSFER_SHARE of the seconds its recipes took."""
+    name, side, weights = cfg["real"]
+    jobs = []
+    for dataset in ("fashion-mnist", "digits"):
+        for size, per_class in (("small", cfg["real_small"]), ("large", None)):
+            budget = max(cfg["min_budget"], TRANSFER_SHARE * real_seconds(done, dataset, size) / 60)
+            jobs.append(Job(("real", dataset, size, "transfer"), transfer_run, dict(
+                out=out / "runs" / f"real-{dataset}-{size}" / "transfer", budget=budget, backbone=name,
+                dataset=dataset, weights=weights, per_class=per_class, resolution=side, epochs=cfg["real_epochs"],
+                candidates=cfg["transfer_candidates"], seed=0), budget))
+    return jobs
+
+
 def real_result(cfg: dict, done: dict) -> list[dict]:
     rows = []
     for dataset in ("fashion-mnist", "digits"):
@@ -217,6 +306,9 @@ def real_result(cfg: dict, done: dict) -> list[dict]:
             row.update(done["real", dataset, size, "frozen"])
             if size == "small":
                 row["fine-tune"] = done["real", dataset, size, "case3"].test_accuracy
+            best = max(row[k] for k in ("last-tap head", "early-tap head", "fine-tune") if k in row)
+            row["transfer"] = transfer_summary([done["real", dataset, size, "transfer"]], best)
+            row["recipes seconds"] = real_seconds(done, dataset, size)
             rows.append(row)
     return rows
 
@@ -232,6 +324,18 @@ def describe(job: Job, result) -> str:
     if hasattr(result, "case"):
         return f"case {result.case}"
     return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+
+
+def run(jobs: list[Job], workers: int, engine, log: Callable[[str], None]) -> dict:
+    """`run_jobs` with a log line per finished job; every run also leaves its own case.json / metrics.json."""
+    finished = []
+
+    def on_done(job: Job, result) -> None:
+        finished.append(job.key)
+        log(f"{len(finished)}/{len(jobs)} {' '.join(map(str, job.key))}: {describe(job, result)}")
+
+    log(f"{len(jobs)} runs in {workers} worker process(es)" if engine == "local" else f"{len(jobs)} runs on Ray")
+    return run_jobs(jobs, workers, on_done, setup=use_compile_cache, engine=engine)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,25 +369,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:6.0f} s] {text}", flush=True)
 
     backbone = cfg["backbone"]
-    source = pretrain(backbone, "fashion-mnist", classes=[0, 1, 2, 3, 4], per_class=cfg["source_per_class"],
-                      epochs=cfg["source_epochs"], seed=0, out=out / "source" / f"{backbone}.safetensors")
-    log(f"source {backbone} on Fashion-MNIST 0-4: test accuracy {source.test_accuracy:.3f}")
-    permuted = permuted_patches(out / "data")
+    sources = {}
+    for name, classes in SOURCES.items():
+        sources[name] = pretrain(backbone, "fashion-mnist", classes=classes, per_class=cfg["source_per_class"],
+                                 epochs=cfg["source_epochs"], seed=0,
+                                 out=out / "source" / f"{backbone}-{name}.safetensors")
+        log(f"source {backbone} on Fashion-MNIST {name}: test accuracy {sources[name].test_accuracy:.3f}")
+    weights = {name: source.path for name, source in sources.items()}
+    permuted = {classes: permuted_patches(out / "data", classes=classes) for classes in SOURCES}
     targets = cells(cfg, permuted)
-    jobs = [job for i, cell in enumerate(targets) for job in cell_jobs(i, cell, backbone, source.path, seeds, out)]
-    jobs += curve_jobs(cfg, backbone, source.path, {"similar": ("fashion-mnist", SIMILAR),
-                                                    "different": (permuted, None)}, out)
+    jobs = [job for i, cell in enumerate(targets)
+            for job in cell_jobs(i, cell, backbone, weights[cell["source"]], seeds, out)]
+    jobs += curve_jobs(cfg, backbone, weights["0-4"], {"similar": ("fashion-mnist", SIMILAR),
+                                                       "different": (permuted["5-9"], None)}, out)
     jobs += [] if args.no_real_world else real_jobs(cfg, out)
-    finished = []
-
-    def on_done(job: Job, result) -> None:  # every run also leaves its own case.json / metrics.json
-        finished.append(job.key)
-        log(f"{len(finished)}/{len(jobs)} {' '.join(map(str, job.key))}: {describe(job, result)}")
-
-    log(f"{len(jobs)} runs in {args.jobs} worker process(es)" if engine == "local" else f"{len(jobs)} runs on Ray")
-    done = run_jobs(jobs, args.jobs, on_done, setup=use_compile_cache, engine=engine)
+    done = run(jobs, args.jobs, engine, log)
+    # transfer runs last: its budget is a share of what the recipes took
+    searches = transfer_jobs(cfg, targets, weights, seeds, done, out)
+    searches += [] if args.no_real_world else real_transfer_jobs(cfg, done, out)
+    done |= run(searches, args.jobs, engine, log)
     results = dict(mode="quick" if args.quick else "full", backbone=backbone, seeds=seeds, jobs=args.jobs,
-                   config=cfg, source=dict(test_accuracy=source.test_accuracy, seconds=source.seconds),
+                   config=cfg, sources={name: dict(classes=SOURCES[name], test_accuracy=source.test_accuracy,
+                                                   seconds=source.seconds) for name, source in sources.items()},
+                   transfer_share=TRANSFER_SHARE,
                    cells=[cell_result(i, cell, seeds, done) for i, cell in enumerate(targets)],
                    curve=curve_result(cfg, done), real_world=[] if args.no_real_world else real_result(cfg, done),
                    seconds=time.perf_counter() - start)

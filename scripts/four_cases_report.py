@@ -14,7 +14,27 @@ def _pm(cell: dict, recipe: str) -> str:
 
 def _grid_cell(cell: dict) -> str:
     lines = [(f"**{r}** " if r == cell["winner"] else f"{r} ") + _pm(cell, r) for r in cell["mean"]]
-    return "<br>".join(lines + [f"advisor: case {cell['advice']['case']} ({cell['advised']})"])
+    return "<br>".join(lines + [f"transfer: {_transfer_score(cell['transfer'])}",
+                                f"advisor: case {cell['advice']['case']} ({cell['advised']})"])
+
+
+def _transfer_score(t: dict) -> str:
+    """transfer's mean test accuracy over seeds (± std), or why there is none."""
+    if t["mean"] is None:
+        return "no candidate finished within the budget"
+    return f"{t['mean']:.3f}" + ("" if len(t["runs"]) == 1 else f" ± {t['std']:.3f}")
+
+
+def _transfer_row(name: str, best: str, best_acc: float, t: dict, recipes_seconds: list[float], extra: str) -> str:
+    """One row of the transfer table: the best recipe, transfer's score, gap, picks and times per seed."""
+    runs = t["runs"]
+    picks = ", ".join(r["pick"] or "none" for r in runs)
+    gap = "-" if t["gap"] is None else f"{t['gap']:+.3f}"
+    spent = " / ".join(f"{r.get('seconds', 0):.0f}" for r in runs)
+    budgets = " / ".join(f"{r['budget_seconds']:.0f}" for r in runs)
+    recipes = " / ".join(f"{s:.0f}" for s in recipes_seconds)
+    return (f"| {name} | {best} {best_acc:.3f} | {_transfer_score(t)} | {gap} | {'yes' if t['within'] else 'no'} "
+            f"| {picks} | {recipes} | {budgets} | {spent} | {extra} |")
 
 
 def _right(cell: dict) -> str:
@@ -52,7 +72,8 @@ def write_report(results: dict, out: Path) -> list[Path]:
     lines = [
         "# The four transfer-learning cases, measured", "",
         f"`scripts/four_cases.py` ({results['mode']} mode): source `{results['backbone']}` pre-trained on "
-        f"Fashion-MNIST classes 0-4 (test accuracy {results['source']['test_accuracy']:.3f}); "
+        f"Fashion-MNIST classes 0-4 (test accuracy {results['sources']['0-4']['test_accuracy']:.3f}; the two "
+        f"extra targets: on 5-9, {results['sources']['5-9']['test_accuracy']:.3f}); "
         f"{results['seeds']} seeds per cell; whole run {results['seconds'] / 60:.1f} min. "
         "Test accuracy, mean ± std over seeds; the best recipe of a cell in bold.", "",
         "## The 2x2 table", "",
@@ -69,10 +90,26 @@ def write_report(results: dict, out: Path) -> list[Path]:
               "|---|---|---|" + "---|" * (len(recipes) + 4)]
     for c in results["cells"]:
         a = c["advice"]
-        data = c["dataset"].split("/")[-1] + (" 5-9" if c["classes"] else "")
+        data = c["dataset"].split("/")[-1] + (f" {c['classes'][0]}-{c['classes'][-1]}" if c["classes"] else "")
         lines.append(f"| {c['name']} | {data} | {c['n_train']} | " + " | ".join(_pm(c, r) for r in recipes)
                      + f" | {SEEDS_RECIPE[c['size'], c['sim']]} | case {a['case']} ({a['size']} + "
                      f"{a['similarity']}, cut at {a['tap']}) | {c['winner']} | {_right(c)} |")
+    lines += ["", "## `transfer` against every recipe", "",
+              f"`transfer` per cell and seed with a budget of {results['transfer_share']:g} x the seconds all the "
+              "cell's recipes took for that seed (its own feature store: nothing cached for it). Goal: its pick's "
+              "mean test accuracy at most 0.005 below the best recipe's; gap = best recipe - transfer (negative: "
+              "transfer's pick scored higher). Seconds per seed.", "",
+              "| cell | best recipe | transfer | gap | within 0.005? | transfer's picks | recipes s | budget s "
+              "| transfer spent s | seeds' recipe / advisor |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in results["cells"]:
+        lines.append(_transfer_row(c["name"], c["winner"], c["mean"][c["winner"]], c["transfer"],
+                                   c["recipes_seconds"],
+                                   f"{SEEDS_RECIPE[c['size'], c['sim']]} / case {c['advice']['case']}"))
+    for r in results["real_world"]:
+        scores = {k: r[k] for k in ("last-tap head", "early-tap head", "fine-tune") if k in r}
+        best = max(scores, key=scores.get)
+        lines.append(_transfer_row(f"{results['config']['real'][0]}: {r['dataset']} {r['size']}", best, scores[best],
+                                   r["transfer"], [r["recipes seconds"]], f"- / case {r['advised case']}"))
     lines += ["", "Advisor measurements (linear-probe validation accuracy per tap; BN shift = distance of the "
               "target's activation statistics from the source's BatchNorm statistics, in source standard "
               "deviations):", "",

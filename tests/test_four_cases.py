@@ -30,12 +30,20 @@ def test_quick_run_reports_the_numbers_it_measured(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert [c["name"] for c in results["cells"]] == ["small + similar", "small + different",
                                                      "small + different (patches)", "large + similar",
-                                                     "large + different"]
+                                                     "large + different", "small, source 5-9: Fashion-MNIST 0-4",
+                                                     "large, source 5-9: 0-4 patches"]
+    assert set(results["sources"]) == {"0-4", "5-9"}
     for cell in results["cells"]:
         for recipe, scores in cell["scores"].items():
             assert len(scores) == 1 and all(0.0 <= s <= 1.0 for s in scores)
             assert cell["mean"][recipe] == np.mean(scores) and f"{np.mean(scores):.3f} ± 0.000" in report
         assert cell["winner"] == max(cell["mean"], key=cell["mean"].get)
+        t = cell["transfer"]  # quick mode: ridge only, 15 s or a quarter of the recipes' seconds
+        (run,) = t["runs"]
+        assert run["pick"].startswith("ridge@") and run["budget_seconds"] == pytest.approx(
+            max(15.0, cell["recipes_seconds"][0] / 4), rel=1e-12)
+        assert t["mean"] == run["test_accuracy"] and t["gap"] == cell["mean"][cell["winner"]] - t["mean"]
+        assert f"| {cell['name']} | {cell['winner']} {cell['mean'][cell['winner']]:.3f} | {t['mean']:.3f} |" in report
         assert (tmp_path / "advice" / f"{cell['name']}.json").is_file()
     curve = results["curve"]
     assert [r["n"] for r in curve["similar"]["rows"]] == [1, 5]

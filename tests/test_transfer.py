@@ -278,3 +278,16 @@ def test_transfer_command(tmp_path, capsys, source):
     assert len(result["leaderboard"]) == 5 and (out / "leaderboard.md").is_file() and (out / "chart.png").is_file()
     assert main(["transfer", "--backbone", "seednet_tiny", "--dataset", "digits", "--budget", "0"]) == 2
     assert "error: budget must be a positive, finite number of minutes, got 0.0" in capsys.readouterr().err
+
+
+def test_fine_tunes_in_two_worker_processes_match_the_in_process_search(tmp_path, source):
+    kw = dict(budget=5, candidates=["full", "scratch"], finetune_lrs=[1e-3], epochs=1, batch_size=32, weights=source,
+              **TARGET)
+    alone = transfer("seednet_tiny", out=tmp_path / "one", workers=1, **kw)
+    spread = transfer("seednet_tiny", out=tmp_path / "two", workers=2, **kw)  # one spawned, pinned process each
+    rows = {r["name"]: r for r in spread.leaderboard}
+    assert sorted(rows) == ["full x0.1 lr=0.001", "scratch lr=0.001"]
+    assert all(r["status"] == "done" and r["epochs_run"] == 1 for r in rows.values())
+    for row in alone.leaderboard:
+        assert_allclose(rows[row["name"]]["val_accuracy"], row["val_accuracy"], rtol=0, atol=0)
+    assert (spread.winner, spread.test_accuracy) == (alone.winner, alone.test_accuracy)

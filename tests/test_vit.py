@@ -239,3 +239,31 @@ def test_cpu_attention_is_dot_product_attention():
     q, k, v = np.random.default_rng(0).normal(size=(3, 2, 17, 3, 8)).astype(np.float32)
     ours, reference = jax.jit(vit.attention)(q, k, v), jax.jit(jax.nn.dot_product_attention)(q, k, v)
     assert_allclose(ours, reference, rtol=0, atol=1e-6)
+
+
+def test_advise_run_case_and_bench_heads_take_a_vit(tmp_path, capsys):
+    """The strategy and benchmark commands on the tiny ViT: its block taps are the candidates, and the
+    advisor says it cannot make the BatchNorm check rather than inventing a shift."""
+    weights = str(FIXTURES / "vit.timm.safetensors")
+    common = ["--backbone", "vit_tiny", "--weights", weights, "--dataset", "digits", "--per-class", "10"]
+    try:
+        assert main(["advise", *common, "--sample", "100", "--out", str(tmp_path / "advice.json")]) == 0
+        assert "has no BatchNorm layers" in capsys.readouterr().out
+        advice = json.loads((tmp_path / "advice.json").read_text())
+        assert [t["tap"] for t in advice["taps"]] == ["patch_embed", "block0", "block1", "norm", "pre_logits"]
+        assert all(t["bn_shift"] is None and 0.0 <= t["probe_val_accuracy"] <= 1.0 for t in advice["taps"])
+
+        assert main(["run-case", "2", *common, "--out", str(tmp_path / "case2"), "--json"]) == 0
+        case = json.loads(capsys.readouterr().out)
+        assert case["choice"] in ("patch_embed", "block0") and 0.0 <= case["test_accuracy"] <= 1.0
+
+        assert main(["extract", "--backbone", "vit_tiny", "--weights", weights, "--dataset", "digits", "--limit", "80",
+                     "--layer", "block1", "--pool", "cls+mean", "--json"]) == 0
+        key = json.loads(capsys.readouterr().out)["key"]
+        assert main(["bench-heads", "--features", key[:12], "--layer", "block1", "--heads", "linear", "--lr", "1e-2",
+                     "--weight-decay", "0", "--epochs", "2", "--l2", "1", "--knn", "3",
+                     "--out", str(tmp_path / "bench")]) == 0
+        table = capsys.readouterr().out
+        assert all(f" {method} " in table for method in ("linear", "ridge", "knn", "logme"))
+    finally:
+        enable_compile_cache(None)  # the commands turned JAX's persistent cache on for this process
