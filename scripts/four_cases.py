@@ -34,7 +34,9 @@ OUT/results.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import pickle
 import shutil
 import sys
 import time
@@ -57,6 +59,10 @@ from scripts.four_cases_report import write_report
 SIMILAR = [5, 6, 7, 8, 9]
 SOURCES = {"0-4": [0, 1, 2, 3, 4], "5-9": SIMILAR}  # pre-training classes of Fashion-MNIST, by name
 TRANSFER_SHARE = 0.25  # transfer's budget: this share of the seconds all recipes of a cell took (per seed)
+# Real-world targets transfer does not run on: all 54,000 Fashion-MNIST images through EfficientNet-Lite0.
+# Its budget (a quarter of the frozen recipes' pass over two taps) is far below its own pass over every
+# tap, and in the one run made (2026-12-05) the worker died after 18 min in it (a segfault in OpenBLAS).
+REAL_TRANSFER_SKIPPED = {("fashion-mnist", "large")}
 # fine-tune: the seeds' recipe (lp-ft, backbone at 0.1x the head's rate); fine-tune 1x: the backbone at the head's rate
 RECIPES = ("last-tap head", "early-tap head", "fine-tune", "fine-tune 1x", "scratch")
 MODES = {  # "full" is the experiment; "quick" runs the same code on a tiny network and subsets
@@ -285,11 +291,14 @@ def real_seconds(done: dict, dataset: str, size: str) -> float:
 
 
 def real_transfer_jobs(cfg: dict, done: dict, out: Path) -> list[Job]:
-    """`transfer` on each real-world target within TRANSFER_SHARE of the seconds its recipes took."""
+    """`transfer` on each real-world target within TRANSFER_SHARE of the seconds its recipes took, but
+    all of Fashion-MNIST (see REAL_TRANSFER_SKIPPED)."""
     name, side, weights = cfg["real"]
     jobs = []
     for dataset in ("fashion-mnist", "digits"):
         for size, per_class in (("small", cfg["real_small"]), ("large", None)):
+            if (dataset, size) in REAL_TRANSFER_SKIPPED:
+                continue
             budget = max(cfg["min_budget"], TRANSFER_SHARE * real_seconds(done, dataset, size) / 60)
             jobs.append(Job(("real", dataset, size, "transfer"), transfer_run, dict(
                 out=out / "runs" / f"real-{dataset}-{size}" / "transfer", budget=budget, backbone=name,
@@ -307,7 +316,8 @@ def real_result(cfg: dict, done: dict) -> list[dict]:
             if size == "small":
                 row["fine-tune"] = done["real", dataset, size, "case3"].test_accuracy
             best = max(row[k] for k in ("last-tap head", "early-tap head", "fine-tune") if k in row)
-            row["transfer"] = transfer_summary([done["real", dataset, size, "transfer"]], best)
+            row["transfer"] = None if (dataset, size) in REAL_TRANSFER_SKIPPED else \
+                transfer_summary([done["real", dataset, size, "transfer"]], best)
             row["recipes seconds"] = real_seconds(done, dataset, size)
             rows.append(row)
     return rows
@@ -326,16 +336,26 @@ def describe(job: Job, result) -> str:
     return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
 
 
-def run(jobs: list[Job], workers: int, engine, log: Callable[[str], None]) -> dict:
-    """`run_jobs` with a log line per finished job; every run also leaves its own case.json / metrics.json."""
-    finished = []
+def run(jobs: list[Job], workers: int, engine, log: Callable[[str], None], memo: Path) -> dict:
+    """`run_jobs` with a log line per finished job. Each result is also kept in `memo` (this run's own
+    pickles, written atomically), and jobs found there are not run again: a rerun after a crash or a kill
+    continues where the experiment stopped (delete OUT/jobs to start over)."""
+    memo.mkdir(parents=True, exist_ok=True)
+    path = {job.key: memo / f"{hashlib.sha256(repr(job.key).encode()).hexdigest()[:16]}.pkl" for job in jobs}
+    done = {job.key: pickle.loads(path[job.key].read_bytes()) for job in jobs if path[job.key].is_file()}
+    todo = [job for job in jobs if job.key not in done]
 
     def on_done(job: Job, result) -> None:
-        finished.append(job.key)
-        log(f"{len(finished)}/{len(jobs)} {' '.join(map(str, job.key))}: {describe(job, result)}")
+        temp = path[job.key].with_suffix(".tmp")
+        temp.write_bytes(pickle.dumps(result))
+        temp.replace(path[job.key])
+        done[job.key] = result
+        log(f"{len(done)}/{len(jobs)} {' '.join(map(str, job.key))}: {describe(job, result)}")
 
-    log(f"{len(jobs)} runs in {workers} worker process(es)" if engine == "local" else f"{len(jobs)} runs on Ray")
-    return run_jobs(jobs, workers, on_done, setup=use_compile_cache, engine=engine)
+    log(f"{len(todo)} runs ({len(jobs) - len(todo)} kept from an earlier run) in "
+        + (f"{workers} worker process(es)" if engine == "local" else "Ray tasks"))
+    run_jobs(todo, workers, on_done, setup=use_compile_cache, engine=engine)
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,11 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs += curve_jobs(cfg, backbone, weights["0-4"], {"similar": ("fashion-mnist", SIMILAR),
                                                        "different": (permuted["5-9"], None)}, out)
     jobs += [] if args.no_real_world else real_jobs(cfg, out)
-    done = run(jobs, args.jobs, engine, log)
+    done = run(jobs, args.jobs, engine, log, out / "jobs")
     # transfer runs last: its budget is a share of what the recipes took
     searches = transfer_jobs(cfg, targets, weights, seeds, done, out)
     searches += [] if args.no_real_world else real_transfer_jobs(cfg, done, out)
-    done |= run(searches, args.jobs, engine, log)
+    done |= run(searches, args.jobs, engine, log, out / "jobs")
     results = dict(mode="quick" if args.quick else "full", backbone=backbone, seeds=seeds, jobs=args.jobs,
                    config=cfg, sources={name: dict(classes=SOURCES[name], test_accuracy=source.test_accuracy,
                                                    seconds=source.seconds) for name, source in sources.items()},

@@ -105,7 +105,7 @@ def write_report(results: dict, out: Path) -> list[Path]:
         lines.append(_transfer_row(c["name"], c["winner"], c["mean"][c["winner"]], c["transfer"],
                                    c["recipes_seconds"],
                                    f"{SEEDS_RECIPE[c['size'], c['sim']]} / case {c['advice']['case']}"))
-    for r in results["real_world"]:
+    for r in (r for r in results["real_world"] if r["transfer"] is not None):
         scores = {k: r[k] for k in ("last-tap head", "early-tap head", "fine-tune") if k in r}
         best = max(scores, key=scores.get)
         lines.append(_transfer_row(f"{results['config']['real'][0]}: {r['dataset']} {r['size']}", best, scores[best],
