@@ -11,10 +11,11 @@ cell with a quarter of the time all the cell's recipes took.
 
 After the source trains, the ~100 runs (each recipe x cell x seed, each curve point x rate, the real-world
 row, the advisor per cell) go to `--jobs` worker processes, one per core, longest first (pipeline.jobs);
-every run writes its own case.json / metrics.json as it ends. Then `transfer` runs once per cell and seed
-(and real-world target), its budget a quarter of the seconds that cell's recipes took for that seed, with
-its own feature store (the recipes' cached features would make its frozen phase free); results.json and
-the report come last.
+every run writes its own case.json / metrics.json as it ends; the recipes share the run's feature store,
+OUT/cache (so their seconds include extracting). Then `transfer` runs once per cell and seed (and real-world
+target), its budget a quarter of the seconds that cell's recipes took for that seed, with its own feature
+store (the recipes' cached features would make its frozen phase free); results.json and the report come
+last. Every finished run is kept in OUT/jobs: a rerun with the same OUT continues (a fresh OUT starts over).
 
 Source: `seednet_s` (seednet at half the conv widths, twice as fast to train) pre-trained from scratch
 (seed 0) on Fashion-MNIST classes 0-4 (t-shirt, trouser, pullover, dress, coat). Targets:
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import pickle
 import shutil
 import sys
@@ -49,6 +51,7 @@ import numpy as np
 from pipeline.cli.engine_args import add_engine_args, engine_from_args
 from pipeline.cluster.engine import check_available
 from pipeline.compile_cache import use_compile_cache
+from pipeline.paths import CACHE_ENV
 from pipeline.data import open_source
 from pipeline.finetune import FinetuneSettings, finetune
 from pipeline.jobs import Job, available_cores, core_groups, run_jobs
@@ -378,10 +381,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if engine != "local":  # Ray workers cannot import this script: its job functions travel by value
         check_available(engine).cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cfg = MODES["quick" if args.quick else "full"]
-    seeds = args.seeds or cfg["seeds"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # the experiment's own feature store: each recipe's seconds include its extraction, as on a user's first
+    # run, and transfer's budget is a share of them (worker processes inherit it; Ray workers use theirs)
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(out / "cache")
+    try:
+        return experiment(args, engine, out)
+    finally:
+        if previous is None:
+            del os.environ[CACHE_ENV]
+        else:
+            os.environ[CACHE_ENV] = previous
+
+
+def experiment(args: argparse.Namespace, engine, out: Path) -> int:
+    """The run `main` parsed: sources, recipes, transfer, results.json and the report in `out`."""
+    cfg = MODES["quick" if args.quick else "full"]
+    seeds = args.seeds or cfg["seeds"]
     start = time.perf_counter()
     use_compile_cache()  # later seeds (and reruns) load the compiled steps instead of compiling again
 

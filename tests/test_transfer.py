@@ -1,6 +1,7 @@
 """`transfer`: the search's budget, successive halving and resume (fine-tunes faked, no clock read), the
 frozen search end to end on seednet_tiny, a fine-tuned winner's export and test read, and the command."""
 
+import importlib
 import json
 import math
 import subprocess
@@ -29,6 +30,7 @@ from pipeline.strategy.search import Budget, Results, halving
 
 TARGET = dict(dataset="digits", per_class=20)  # 200 training images, 10 classes
 STEPS_PER_EPOCH = 10
+transfer_module = importlib.import_module("pipeline.strategy.transfer")  # the package exports the function
 BASE = dict(settings=FinetuneSettings())  # the search's target: its base settings, as `transfer` passes them
 
 
@@ -178,6 +180,59 @@ def test_bad_settings_are_clear_errors(tmp_path, kwargs, message):
         transfer("seednet_tiny", budget=1, weights="random", out=tmp_path, **(TARGET | kwargs))
 
 
+def _row(name: str, family: str, val: float) -> dict:
+    return dict(name=name, family=family, status="done", val_accuracy=val, seconds=1.0)
+
+
+def test_the_simplest_candidate_within_one_standard_error_of_the_best_wins():
+    lucky = [_row("linear@b lr=0.03", "linear", 1.0), _row("lp-ft x1 lr=0.001", "lp-ft", 1.0),
+             _row("ridge@a", "ridge", 143 / 144), _row("ridge@b", "ridge", 142 / 144)]
+    best, why = search.pick(lucky, n_val=144)  # 1.0 and 143/144 are one image apart
+    assert best["name"] == "ridge@a"
+    assert why.startswith("Winner ridge@a (validation 0.9931): the simplest of the 3 of 4 finished runs within "
+                          "one standard error (0.0069, 144 validation images) of the best, linear@b lr=0.03 (1.0000)")
+    best, _ = search.pick(lucky, n_val=3000)  # 3000 images can tell them apart
+    assert best["name"] == "linear@b lr=0.03"
+    mid = [_row("mlp@a lr=0.01", "mlp", 0.90), _row("ridge@a", "ridge", 0.88), _row("linear@a", "linear", 0.885)]
+    assert search.pick(mid, n_val=1000)[0]["name"] == "mlp@a lr=0.01"  # sqrt(.9 * .1 / 1000) = 0.0095: alone
+    assert search.pick(mid, n_val=200)[0]["name"] == "ridge@a"  # 0.021: all three
+    ties = [_row("ridge@a", "ridge", 0.9), _row("ridge@b", "ridge", 0.9), _row("skipped", "ridge", None)]
+    ties[2]["status"] = "skipped"
+    assert search.pick(ties, n_val=100)[0]["name"] == "ridge@a"  # equal: the earlier run
+
+
+def test_frozen_candidates_run_ridge_on_every_tap_first_then_the_rest_by_its_score(tmp_path):
+    rng = np.random.default_rng(0)
+    y, yv = rng.integers(0, 3, 90), rng.integers(0, 3, 60)
+    noise = lambda n: rng.normal(size=(n, 4)).astype(np.float32)  # noqa: E731
+    means = rng.normal(size=(3, 4)) * 3  # tap b: one mean per class
+    signal = lambda labels: means[labels].astype(np.float32)  # noqa: E731
+    train = ({"a": noise(90), "b": noise(90) + signal(y), "c": noise(90)}, y)
+    val = ({"a": noise(60), "b": noise(60) + signal(yv), "c": noise(60)}, yv)
+    every = cands.frozen_candidates(["ridge", "linear", "concat"], ["a", "b", "c"])
+    rows, fitted = search.run_frozen(every, train, val, Budget.minutes(60), Results(tmp_path), seed=0)
+    names = [r["name"] for r in rows]
+    assert names[:3] == ["ridge@a", "ridge@b", "ridge@c"]
+    assert names[3:6] == ["linear@b", "linear@b lr=0.003", "linear@b lr=0.03"]  # b: ridge's best tap
+    assert names[-1] == "linear@concat lr=0.03" and len(rows) == len(every)
+    assert sorted(fitted) == sorted(n for n in names if "ridge" not in n)  # ridge is refit for a winner only
+    assert rows[0]["val_accuracy"] < rows[1]["val_accuracy"] > rows[2]["val_accuracy"]
+
+
+def test_a_budget_spent_in_the_frozen_phase_screens_no_fine_tune(tmp_path, monkeypatch, source):
+    def evidence(*args, **kwargs):
+        raise AssertionError("the fine-tunes' evidence was measured after the deadline")
+
+    monkeypatch.setattr(transfer_module, "_evidence", evidence)
+    # TickClock: the budget's start reads it once, each ridge fit twice (the deadline check, its row's
+    # spent_at): 10 s let all five fits start, and the deadline has passed when the frozen phase ends
+    result = transfer("seednet_tiny", budget=10 / 60, clock=TickClock(), candidates=["ridge", "full"],
+                      weights=source, out=tmp_path, **TARGET)
+    assert [r["status"] for r in result.leaderboard] == ["done"] * 5
+    assert "The budget ended in the frozen phase: no fine-tune was screened." in result.reasons
+    assert result.family == "ridge" and result.model.is_file()
+
+
 def test_family_order_follows_the_measurements():
     evidence = cands.Evidence({"conv1": 0.6, "conv2": 0.7, "fc1": 0.9}, ["conv1"])
     costly = [f for f in cands.FAMILIES if f not in cands.FROZEN]
@@ -225,6 +280,8 @@ def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_res
     (y, x), (yv, xv), (yt, xt) = (_features(source, s, [tap]) for s in ("train", "val", "test"))
     reference = fit_ridge(x[tap], y, xv[tap], yv, cands.RIDGE_L2S)
     assert reference.l2_ == best["l2"]
+    # its score is the sweep's, fitted on train alone, not the refit's (which has seen val)
+    assert_allclose(best["val_accuracy"], reference.sweep.best_accuracy, rtol=0, atol=0)
     assert_allclose(result.test_accuracy, reference.score(xt[tap], yt), rtol=0, atol=0)
     saved = json.loads((tmp_path / "leaderboard.json").read_text())
     assert saved["winner"] == result.winner and len(saved["leaderboard"]) == 5
@@ -237,7 +294,7 @@ def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_res
     def refit(*args, **kwargs):
         raise AssertionError("a stored candidate was fitted again")
 
-    monkeypatch.setattr(search, "fit_frozen", refit)
+    monkeypatch.setattr(search, "score_frozen", refit)
     again = transfer("seednet_tiny", budget=5, candidates=["ridge"], weights=source, out=tmp_path, **TARGET)
     assert all(r["resumed"] for r in again.leaderboard)
     assert (again.winner, again.test_accuracy) == (result.winner, result.test_accuracy)

@@ -11,7 +11,7 @@ from pipeline.finetune.settings import FinetuneSettings
 # family -> what it trains; the first four are frozen (heads on cached features), the rest fine-tune
 FAMILIES = {
     "ridge": "ridge classifier on each feature tap, every L2 value from one eigendecomposition",
-    "linear": "linear head (AdamW) on each feature tap",
+    "linear": "linear head on each feature tap: L-BFGS (LogisticRegression's objective), and AdamW at each rate",
     "mlp": "one-hidden-layer MLP head on each feature tap",
     "concat": "ridge and linear head on every feature tap concatenated",
     "last-k": "fine-tune the last k stages before the classifier (k = 1, 2), the rest frozen",
@@ -83,11 +83,13 @@ def check_lrs(lrs: Sequence[float]) -> tuple[float, ...]:
 
 
 def frozen_candidates(families: Sequence[str], taps: Sequence[str]) -> list[Candidate]:
-    """Every frozen candidate: each tap's ridge, linear and MLP heads (each LR), and the concatenation's."""
-    out = []
+    """Every frozen candidate: each tap's ridge, then each tap's linear heads (L-BFGS, then AdamW at each
+    rate) and MLP heads (each rate), then the concatenation's ridge and linear heads."""
+    out = [Candidate("ridge", f"ridge@{tap}", {"taps": [tap], "l2s": list(RIDGE_L2S)})
+           for tap in taps if "ridge" in families]
     for tap in taps:
-        if "ridge" in families:
-            out.append(Candidate("ridge", f"ridge@{tap}", {"taps": [tap], "l2s": list(RIDGE_L2S)}))
+        if "linear" in families:
+            out.append(Candidate("linear", f"linear@{tap}", {"taps": [tap], "head": "linear"}))
         for head in ("linear", "mlp"):
             if head in families:
                 out += [Candidate(head, f"{head}@{tap} lr={lr:g}", {"taps": [tap], "head": head, "lr": lr})
@@ -97,6 +99,15 @@ def frozen_candidates(families: Sequence[str], taps: Sequence[str]) -> list[Cand
         out += [Candidate("concat", f"linear@concat lr={lr:g}", {"taps": list(taps), "head": "linear", "lr": lr})
                 for lr in HEAD_LRS["linear"]]
     return out
+
+
+def by_probe(candidates: Sequence[Candidate], probe: dict[str, float]) -> list[Candidate]:
+    """The candidates on the single taps the probe scored best first (stable: ties keep their order), then
+    the rest (unprobed taps, concatenations): cheap evidence orders the dearer fits."""
+    def key(c: Candidate) -> tuple[bool, float]:
+        taps = c.params["taps"]
+        return len(taps) > 1 or taps[0] not in probe, -probe.get(taps[0], 0.0)
+    return sorted(candidates, key=key)
 
 
 def _variants(family: str, evidence: Evidence, stages: int) -> list[tuple[str, dict[str, Any]]]:

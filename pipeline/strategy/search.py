@@ -14,10 +14,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pipeline.finetune.settings import split_settings
-from pipeline.heads import HEADS, fit_ridge
+from pipeline.heads import HEADS, fit_ridge, ridge_sweep
 from pipeline.jobs import Job, run_jobs
 from pipeline.paths import claim_settings
-from pipeline.strategy.candidates import Candidate
+from pipeline.strategy.candidates import FAMILIES, Candidate, by_probe
 
 
 class BudgetExhausted(Exception):
@@ -90,46 +90,90 @@ def fit_frozen(candidate: Candidate, train: tuple[dict, np.ndarray], val: tuple[
     Args:
       train, val: ({tap: (N, D) features}, (N,) labels).
     Returns:
-      (fitted model, validation accuracy). Ridge picks its L2 on val; heads early-stop on it.
+      (fitted model, validation accuracy). Ridge picks its L2 on val and is then refit on train + val, so
+      its score is the sweep's (fitted on train alone); heads early-stop on val; a linear head without a
+      rate is LinearHead's default (L-BFGS, no rate to tune).
     """
     p = candidate.params
     x, y = stack(train[0], p["taps"]), train[1]
     xv, yv = stack(val[0], p["taps"]), val[1]
     if "l2s" in p:
         model = fit_ridge(x, y, xv, yv, p["l2s"])
-    else:
-        # the candidates' rate grid is a minibatch solver's (LinearHead's default, L-BFGS, takes no rate)
-        solver = {"solver": "adamw"} if p["head"] == "linear" else {}
-        model = HEADS[p["head"]](lr=p["lr"], seed=seed, **solver).fit(x, y, xv, yv)
+        return model, float(model.sweep.best_accuracy)
+    rate = {"lr": p["lr"]} if "lr" in p else {}
+    solver = {"solver": "adamw"} if p["head"] == "linear" and rate else {}  # a rate grid is a minibatch solver's
+    model = HEADS[p["head"]](seed=seed, **rate, **solver).fit(x, y, xv, yv)
     return model, float(model.score(xv, yv))
+
+
+def score_frozen(candidate: Candidate, train: tuple[dict, np.ndarray], val: tuple[dict, np.ndarray],
+                 seed: int) -> tuple[Any, float, dict[str, Any]]:
+    """A frozen candidate's validation accuracy as the search needs it: ridge by its sweep alone (the refit
+    on train + val, D x D or (N + M) x (N + M), is left to the winner), heads by `fit_frozen`.
+
+    Returns:
+      (the fitted head, or None for ridge; validation accuracy; the leaderboard's extra fields).
+    """
+    p = candidate.params
+    if "l2s" in p:
+        sweep = ridge_sweep(stack(train[0], p["taps"]), train[1], stack(val[0], p["taps"]), val[1], p["l2s"])
+        return None, float(sweep.best_accuracy), {"l2": sweep.best_l2}
+    model, accuracy = fit_frozen(candidate, train, val, seed)
+    return model, accuracy, {}
 
 
 def run_frozen(candidates: Sequence[Candidate], train, val, budget: Budget, results: Results,
                seed: int) -> tuple[list[dict], dict[str, Any]]:
-    """Every frozen candidate in order (stored ones read back); those reached after the deadline are skipped.
+    """Every frozen candidate (stored ones read back), cheapest evidence first: the ridge fits in the given
+    order, then the rest ordered by their tap's ridge score (`candidates.by_probe`); those reached after the
+    deadline are skipped.
 
     Returns:
-      (rows, {name: fitted model} of the best candidate fitted in this call, so the winner needs no refit).
+      (rows, {name: fitted head} of the heads fitted in this call, so a winning head needs no refit).
     """
     rows: list[dict] = []
-    best: dict[str, Any] = {}
-    for c in candidates:
-        stored = results.get(c.slug)
-        if stored is not None:
-            rows.append({**stored, "resumed": True})
-            continue
-        if budget.clock() >= budget.deadline:
-            rows.append(record(c, "skipped", None, 0.0))
-            continue
-        start = time.perf_counter()
-        model, acc = fit_frozen(c, train, val, seed)
-        extra = {"l2": model.l2_} if hasattr(model, "l2_") else {}
-        row = record(c, "done", acc, time.perf_counter() - start, rung=None, spent_at=budget.spent(), **extra)
-        results.put(c.slug, row)
-        if all(acc > r["val_accuracy"] for r in rows if r["name"] in best):
-            best = {c.name: model}
-        rows.append(row)
-    return rows, best
+    fitted: dict[str, Any] = {}
+    ridge = [c for c in candidates if c.family == "ridge"]
+    for stage in (ridge, None):
+        if stage is None:
+            probe = {r["params"]["taps"][0]: r["val_accuracy"] for r in rows if r["status"] == "done"}
+            stage = by_probe([c for c in candidates if c.family != "ridge"], probe)
+        for c in stage:
+            stored = results.get(c.slug)
+            if stored is not None:
+                rows.append({**stored, "resumed": True})
+                continue
+            if budget.clock() >= budget.deadline:
+                rows.append(record(c, "skipped", None, 0.0))
+                continue
+            start = time.perf_counter()
+            model, acc, extra = score_frozen(c, train, val, seed)
+            row = record(c, "done", acc, time.perf_counter() - start, rung=None, spent_at=budget.spent(), **extra)
+            results.put(c.slug, row)
+            if model is not None:
+                fitted[c.name] = model
+            rows.append(row)
+    return rows, fitted
+
+
+def pick(rows: Sequence[dict], n_val: int) -> tuple[dict, str]:
+    """The winner among the finished rows, by the one-standard-error rule, and why.
+
+    Of the candidates whose validation accuracy is within one binomial standard error of the best,
+    sqrt(p (1 - p) / n_val) at the best p (at least 1 / n_val: one image), the simplest wins: the first
+    family in FAMILIES' order (ridge, linear, mlp, concat, then the fine-tunes), then the higher validation
+    accuracy, then the earlier run. A few hundred validation images cannot tell 0.993 from 1.0; the
+    simpler recipe is the safer bet.
+    """
+    finished = [r for r in rows if r["status"] == "done"]
+    top = max(finished, key=lambda r: r["val_accuracy"])
+    p = top["val_accuracy"]
+    error = max(math.sqrt(p * (1 - p) / n_val), 1 / n_val)
+    near = [(i, r) for i, r in enumerate(finished) if r["val_accuracy"] >= p - error - 1e-12]
+    best = min(near, key=lambda ir: (list(FAMILIES).index(ir[1]["family"]), -ir[1]["val_accuracy"], ir[0]))[1]
+    return best, (f"Winner {best['name']} (validation {best['val_accuracy']:.4f}): the simplest of the {len(near)} "
+                  f"of {len(finished)} finished runs within one standard error ({error:.4f}, {n_val} validation "
+                  f"images) of the best, {top['name']} ({p:.4f}).")
 
 
 def finetune_candidate(*, candidate: Candidate, rung: int, epochs: int, target: dict[str, Any], run_dir: str,

@@ -4,9 +4,12 @@ budget, found by measuring every recipe the budget allows rather than by the fou
 The search rule:
 
 1. Frozen phase (nearly free once cached): one extraction pass caches every feature tap of the train
-   and val splits ('grid' pooling for spatial taps); then, for each tap, ridge over RIDGE_L2S (one
-   eigendecomposition), a linear and an MLP head at each rate of their grid, and ridge and a linear
-   head on all taps concatenated. Measured too: LogME per tap, and the BatchNorm-statistics shift.
+   and val splits ('grid' pooling for spatial taps). Cheapest evidence first: ridge over RIDGE_L2S on
+   each tap (one eigendecomposition each of train alone; a winning ridge is refit on train + val),
+   then, taps with the best ridge score first, a linear head by L-BFGS (LogisticRegression's objective)
+   and at each AdamW rate of its grid and an MLP head at each rate of its grid; then ridge and a linear
+   head on all taps concatenated. Measured too, when time is left for fine-tunes: LogME per tap, and the
+   BatchNorm-statistics shift.
 2. Costly phase: the fine-tunes (last-k for k = 1, 2; lp-ft at 0.1x and 1x; full; transfer N; scratch;
    each at every rate of FINETUNE_LRS), ordered by `candidates.family_order` from those measurements,
    go through successive halving with eta = 3: with E epochs (default 9), rungs train E/9, E/3 and E
@@ -14,16 +17,17 @@ The search rule:
    next. The budget left after the frozen phase is split evenly over the rungs (rung i starts no run
    after its cumulative share; unspent time rolls over); time left after the last rung starts another
    bracket on the candidates rung 0 did not reach.
-3. Decisions read the validation split only. The winner is the best validation accuracy of any
-   finished candidate at any rung (ties: the cheaper); it is saved (a head, refit if it was fitted in
-   an earlier run) or taken as exported (a fine-tune) into OUT/final, and only then is the test split
-   read, once, for the winner.
+3. Decisions read the validation split only. The winner (`search.pick`): of the finished candidates
+   (any rung) within one binomial standard error of the best validation accuracy, the simplest (family
+   order: ridge, linear, mlp, concat, then the fine-tunes; then the higher score). It is saved (ridge
+   refit on train + val at its L2, a head as fitted, or refit after a resume) or taken as exported (a fine-tune) into OUT/final, and only
+   then is the test split read, once, for the winner.
 
 The budget bounds wall time: no candidate starts after the deadline, nor a fine-tune whose price (the
 median seconds per epoch of those finished so far x its epochs) would end past it; a running fine-tune
 stops at its next step (its checkpoints stay, so a rerun resumes it), and what finished decides. The
 overrun is at most one uninterruptible piece: an extraction pass, a head fit, or a fine-tune's setup and
-first compiled step; plus the winner's test pass (and, after a resume, its refit). A rerun with the same
+first compiled step; plus the winner's refit (ridge, or a head after a resume) and test pass. A rerun with the same
 OUT skips every finished candidate (OUT/candidates/*.json, written atomically; a fine-tune's result is
 kept per epoch count); an OUT holding a search of another task or source is refused.
 """
@@ -48,7 +52,7 @@ from pipeline.store import load
 from pipeline.strategy import candidates as cands
 from pipeline.strategy.recipes import early_taps, feature_taps
 from pipeline.strategy.report import write_report
-from pipeline.strategy.search import Budget, Results, fit_frozen, halving, run_frozen, stack
+from pipeline.strategy.search import Budget, Results, fit_frozen, halving, pick, run_frozen, stack
 
 ETA = 3
 
@@ -119,8 +123,11 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
                                 results, seed)
     costly, reasons = [], []
     if any(f not in cands.FROZEN for f in families):
-        evidence = _evidence(model, frozen, feats, taps, early, dataset, subset, resolution)
-        costly, reasons = cands.costly_candidates(families, evidence, len(model.tap_names()) - 1, finetune_lrs)
+        if timer.clock() < timer.deadline:
+            evidence = _evidence(model, frozen, feats, taps, early, dataset, subset, resolution)
+            costly, reasons = cands.costly_candidates(families, evidence, len(model.tap_names()) - 1, finetune_lrs)
+        else:
+            reasons = ["The budget ended in the frozen phase: no fine-tune was screened."]
     target = dict(backbone=backbone, dataset=dataset, weights=weights, resolution=resolution, seed=seed,
                   classes=classes, per_class=per_class, limit=limit, settings=base)
     steps_per_epoch = max(1, len(feats["train"][1]) // batch_size)
@@ -131,12 +138,11 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
     if not finished:
         raise TimeoutError(f"the budget of {budget} minutes ended before any candidate finished; "
                            f"rerun with the same --out to resume, or give a larger budget")
-    best = max(finished, key=lambda r: (r["val_accuracy"], -r["seconds"]))
+    best, why = pick(finished, len(feats["val"][1]))
     test_accuracy, path = _final(best, fitted, backbone, dataset, feats, common, classes, seed, out)
     reasons = ([f"Frozen phase: {sum(r['status'] == 'done' for r in frozen)} of {len(frozen)} candidates on "
                 f"{len(taps)} cached taps."] + reasons + notes
-               + [f"Winner {best['name']}: the best validation accuracy ({best['val_accuracy']:.4f}) of "
-                  f"{len(finished)} finished runs; test accuracy, read once for it: {test_accuracy:.4f}."])
+               + [why + f" Test accuracy, read once for it: {test_accuracy:.4f}."])
     result = TransferResult(best["name"], best["family"], best["val_accuracy"], test_accuracy, path, board, reasons,
                             timer.seconds, timer.spent(), out)
     write_report(result.summary(), out)
@@ -166,8 +172,8 @@ def _evidence(model, frozen: list[dict], feats: dict, taps: list[str], early: li
 
 def _final(best: dict, fitted: dict, backbone: str, dataset: str, feats: dict, common: dict, classes, seed: int,
            out: Path) -> tuple[float, Path]:
-    """The winner (a head: as fitted in this call, else refit on the same data; a fine-tune: its export)
-    in OUT/final, and its test accuracy: the only read of the test split."""
+    """The winner in OUT/final (a head as fitted in this call, else fitted again: ridge always, on train +
+    val; a fine-tune: its export), and its test accuracy: the only read of the test split."""
     final = out / "final"
     final.mkdir(parents=True, exist_ok=True)
     test = dict(split="test", classes=classes, seed=seed)
