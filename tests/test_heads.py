@@ -1,13 +1,21 @@
 """LinearHead and MLPHead: input validation, accuracy on blobs, sklearn agreement, repeatability, save/load."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from helpers import assert_allclose
+from helpers import TOL_PORT, assert_allclose
 from sklearn.linear_model import LogisticRegression
 
 from pipeline.heads import LinearHead, MLPHead, NotFittedError, load_head
+from pipeline.heads import lbfgs, logistic
 from pipeline.heads.checks import class_weights
+from pipeline.heads.logistic import fit_logistic
 from pipeline.weights import save_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _blobs(n=300, d=20, k=3, seed=0, spread=2.0):
@@ -192,3 +200,53 @@ def test_public_names_are_the_objects_not_their_modules():
         importlib.import_module(f"pipeline.heads.{module}")  # binds each submodule on the package
     assert [n for n in heads.__all__ if isinstance(getattr(heads, n), types.ModuleType)] == []
     assert heads.logme.__name__ == "logme" and heads.LinearHead.__name__ == "LinearHead"
+
+
+# --- the default linear head's two routes (pipeline.heads.logistic) ---------------------------------------
+
+def test_host_and_xla_routes_reach_the_same_head(data):
+    X, y, Xt, yt = data
+    weights = np.array([1.0, 2.0, 0.5], np.float32)
+    kw = dict(n_classes=3, l2=1e-2, class_weight=weights, max_iter=500, tol=1e-6, X_val=Xt, y_val=yt)
+    (host,), host_history, host_compile = fit_logistic(X, y, route="host", **kw)
+    (xla,), xla_history, _ = fit_logistic(X, y, route="xla", **kw)
+    # one objective, one stopping rule; float32 products on both routes (the port tolerance)
+    assert_allclose(host["w"], xla["w"], **TOL_PORT)
+    assert_allclose(host["b"], xla["b"], **TOL_PORT)
+    assert host_compile == 0.0 and set(host_history) == set(xla_history) == {"train_loss", "val_loss", "val_accuracy"}
+    assert_allclose(host_history["train_loss"][-1], xla_history["train_loss"][-1], rtol=1e-5, atol=1e-6)
+    assert_allclose(host_history["val_accuracy"][-1], xla_history["val_accuracy"][-1], rtol=0, atol=1e-7)  # float32 there
+    with pytest.raises(ValueError, match=r"unknown route 'gpu'; valid: 'host', 'xla', None \(by size and device\)"):
+        fit_logistic(X, y, n_classes=3, l2=1e-2, route="gpu")
+
+
+def test_the_route_is_chosen_by_size_and_device(data, monkeypatch):
+    X, y, _, _ = data
+    taken, xla = [], lbfgs.fit_lbfgs
+    monkeypatch.setattr(lbfgs, "fit_lbfgs", lambda *a, **k: taken.append("xla") or xla(*a, **k))
+    monkeypatch.setattr(logistic, "_default_backend", lambda: "gpu")
+    monkeypatch.setattr(logistic, "HOST_MAX_ELEMENTS", X.size)
+    host = LinearHead(tol=1e-6, max_iter=500).fit(X, y)  # at the bound: the host, whatever the device
+    assert taken == [] and host.compile_seconds_ == 0.0
+    monkeypatch.setattr(logistic, "HOST_MAX_ELEMENTS", X.size - 1)
+    through_xla = LinearHead(tol=1e-6, max_iter=500).fit(X, y)  # past it, on an accelerator: XLA
+    assert taken == ["xla"]
+    assert_allclose(through_xla.coef_, host.coef_, **TOL_PORT)
+    monkeypatch.setattr(logistic, "_default_backend", lambda: "cpu")
+    LinearHead().fit(X, y)  # past it on a CPU: the host
+    assert taken == ["xla"]
+
+
+def test_a_small_default_linear_fit_imports_no_jax(tmp_path):
+    # JAX's import and start-up were most of a small fit's process time (scripts/bench_heads.py); switching
+    # the compile cache on (as every command does) must not import it either, yet reach JAX once imported
+    code = ("import sys, numpy as np; from pipeline.compile_cache import enable_compile_cache; "
+            "from pipeline.heads import LinearHead; enable_compile_cache(sys.argv[1]); "
+            "X = np.random.default_rng(0).normal(size=(500, 64)).astype('f4'); y = (X[:, 0] > 0).astype(int); "
+            "head = LinearHead().fit(X, y); head.predict(X); head.score(X, y); "
+            "bad = [m for m in ('jax', 'optax', 'flax') if m in sys.modules]; "
+            "import jax; assert jax.config.jax_compilation_cache_dir == sys.argv[1], jax.config.jax_compilation_cache_dir; "
+            "sys.exit(str(bad) if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "jax-compile")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -53,7 +53,8 @@ def test_train_command_with_val_and_test_entries(store, tmp_path, capsys, store_
     assert np.sum(metrics["test"]["confusion_matrix"]) == 60 and "confusion matrix (test" in printed
     assert set(metrics["test"]["per_class_accuracy"]) == set(CLASSES)
     assert f"to {out}" in printed
-    assert any((store.root / "jax-compile").iterdir())  # compiled programs were stored for the next process
+    # the default head on 150 rows takes the host route (pipeline.heads.logistic): nothing compiled
+    assert not any((store.root / "jax-compile").glob("*"))
     head = load_head(out / "head.safetensors")
     assert head.info_["entries"]["train"] == train.digest and head.info_["layer"] == "feat"
     assert_allclose(head.score(test.features("feat"), test.labels), metrics["test"]["accuracy"], rtol=0, atol=0)

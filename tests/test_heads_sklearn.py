@@ -56,7 +56,9 @@ def _digits():
     return X[:1400], y[:1400], X[1400:], y[1400:]
 
 
-def _fashion(n_train=600, n_test=400):
+def _fashion(n_train=2_000, n_test=10_000):
+    # the whole test split: on 400 images (+-2 points) the converged head and scikit-learn's stop at its
+    # 100 iterations differed by 2 images either way with the training set; 10,000 measure +-0.4
     if not data.FASHION_DIR.is_dir():
         pytest.skip("dataset-fashion-mnist is not installed")
     out = []

@@ -1,15 +1,18 @@
-"""The heads' functional core: parameter init, forward pass and weighted cross-entropy (pure jax)."""
+"""The heads' functional core: parameter init, forward pass and weighted cross-entropy.
+
+Training runs in jax, prediction in numpy; jax is imported inside the functions that train, so prediction
+and the default linear head's host route (logistic.py) never load it.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import math
+from typing import TYPE_CHECKING, Any, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
+
+if TYPE_CHECKING:
+    import jax
 
 
 def _gelu(h: Any, xp: Any) -> Any:
@@ -20,7 +23,7 @@ def _gelu(h: Any, xp: Any) -> Any:
 # Each takes (activations, array module), so one forward pass serves training (jax) and prediction (numpy).
 ACTIVATIONS = {"relu": lambda h, xp: xp.maximum(h, 0), "gelu": _gelu, "tanh": lambda h, xp: xp.tanh(h)}
 
-Params = list[dict[str, jax.Array]]  # one {'w': (D_in, D_out), 'b': (D_out,)} per layer
+Params = list[dict[str, Any]]  # jax or numpy arrays, one {'w': (D_in, D_out), 'b': (D_out,)} per layer
 
 
 def standardizer(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +42,9 @@ def init_params(key: jax.Array, n_features: int, n_classes: int, hidden: Sequenc
     first kernel's rows past them start at zero (and, as their inputs are zero, stay there) and its
     fan-in is used_features.
     """
+    import jax
+    import jax.numpy as jnp
+
     sizes = [n_features, *hidden, n_classes]
     scale = 2.0 if activation == "relu" else 1.0
     init = jax.nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal")
@@ -55,11 +61,14 @@ def init_params(key: jax.Array, n_features: int, n_classes: int, hidden: Sequenc
 
 
 def forward(params: Params, x: jax.Array, activation: str, dropout: jax.Array | float = 0.0,
-            key: jax.Array | None = None, xp: Any = jnp) -> jax.Array:
+            key: jax.Array | None = None, xp: Any = None) -> jax.Array:
     """Logits (B, K) of (B, D) standardised features; inverted dropout on hidden activations when `key` is set.
 
-    xp=numpy computes in numpy (no tracing or compiling: prediction); dropout then needs key None.
+    xp: the array module, jax.numpy when None; numpy computes in numpy (no tracing or compiling:
+    prediction), dropout then needs key None.
     """
+    if xp is None:
+        import jax.numpy as xp
     act = ACTIVATIONS[activation]
     h = x
     for i, layer in enumerate(params):
@@ -67,21 +76,28 @@ def forward(params: Params, x: jax.Array, activation: str, dropout: jax.Array | 
         if i < len(params) - 1:
             h = act(h, xp)
             if key is not None:
+                import jax
+
                 keep = 1.0 - dropout
                 mask = jax.random.bernoulli(jax.random.fold_in(key, i), keep, h.shape)
-                h = jnp.where(mask, h / keep, 0.0)
+                h = xp.where(mask, h / keep, 0.0)
     return h
 
 
 def weighted_loss(params: Params, x: jax.Array, y: jax.Array, w: jax.Array, activation: str,
                   dropout: jax.Array | float = 0.0, key: jax.Array | None = None) -> jax.Array:
     """Weighted mean softmax cross-entropy; `w` (B,) folds class weights and the padding mask together."""
+    import jax.numpy as jnp
+    import optax
+
     ce = optax.softmax_cross_entropy_with_integer_labels(forward(params, x, activation, dropout, key), y)
     return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
 def l2_penalty(params: Params) -> jax.Array:
     """Half the squared norm of the kernels (biases are not penalised)."""
+    import jax.numpy as jnp
+
     return 0.5 * sum(jnp.sum(layer["w"] ** 2) for layer in params)
 
 
