@@ -3,7 +3,7 @@ transfer curve (Yosinski et al. 2014), the advisor's pick next to the measured w
 row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits), and `transfer` (the budgeted search) in every
 cell with a quarter of the time all the cell's recipes took.
 
-    python -m scripts.four_cases            # the full run: 26 min on 2 CPU cores, empty caches
+    python -m scripts.four_cases            # the full run: 46 min on 2 CPU cores, empty caches
     python -m scripts.four_cases --quick    # tiny network and subsets: the code path in about 3 minutes
     python -m scripts.four_cases --engine ray --address HEAD:6379   # the runs as Ray tasks on a cluster
 
