@@ -4,12 +4,12 @@ row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits), and `transfer` (t
 cell with a quarter of the time all the cell's recipes took.
 
     python -m scripts.four_cases            # the full run: 46 min on 2 CPU cores, empty caches
-    python -m scripts.four_cases --quick    # tiny network and subsets: the code path in about 3 minutes
+    python -m scripts.four_cases --quick    # tiny network and subsets: the code path in about 2 minutes
     python -m scripts.four_cases --engine ray --address HEAD:6379   # the runs as Ray tasks on a cluster
 
 (from the repository root; tests import it as `scripts.four_cases`).
 
-After the source trains, the ~100 runs (each recipe x cell x seed, each curve point x rate, the real-world
+After the sources train, the ~120 runs (each recipe x cell x seed, each curve point x rate, the real-world
 row, the advisor per cell) go to `--jobs` worker processes, one per core, longest first (pipeline.jobs);
 every run writes its own case.json / metrics.json as it ends; the recipes share the run's feature store,
 OUT/cache (so their seconds include extracting). Then `transfer` runs once per cell and seed (and real-world
