@@ -11,6 +11,8 @@ from pipeline.paths import cache_dir
 
 # Programs compiling faster than this are not worth a disk read; tests set 0 so that storing is not up to timing.
 MIN_COMPILE_SECS = 0.1
+# The environment that carries the switch to JAX at import, here and in every worker (Ray actors get it passed).
+ENV_DIR, ENV_MIN_SECS = "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 
 def enable_compile_cache(directory: str | Path | None) -> None:
@@ -25,11 +27,11 @@ def enable_compile_cache(directory: str | Path | None) -> None:
     """
     if directory is not None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)
-        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(MIN_COMPILE_SECS)
+        os.environ[ENV_DIR] = str(directory)
+        os.environ[ENV_MIN_SECS] = str(MIN_COMPILE_SECS)
     else:
-        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-        os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
+        os.environ.pop(ENV_DIR, None)
+        os.environ.pop(ENV_MIN_SECS, None)
     if "jax" not in sys.modules:
         return
     import jax

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline import backbones
 from pipeline.backbones.base import Tap
-from pipeline.backbones.frozen import check_resolution, frozen_apply, pooled_shape
+from pipeline.backbones.frozen import check_program, check_resolution, frozen_apply, pooled_shape
 from pipeline.cluster.engine import RayEngine, check_available, resolve_engine
 from pipeline.cluster.extraction import run_ray
 from pipeline.data import Batch, Geometry, Source, open_source
@@ -93,10 +93,11 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     ray_engine = resolve_engine(engine)
     if ray_engine is not None:
         check_available(ray_engine)  # a missing extra or a bad address fails before the model is built
-    shape = backbones.abstract(backbone, weights)  # shapes only: a hit builds no model
-    names = backbones.resolve_taps(shape.tap_names(), taps)
+    shape = backbones.abstract(backbone, weights)  # shapes only: a hit, or a Ray driver, builds no model
     pool = pool or shape.default_pool
-    side = check_resolution(shape, resolution)  # before the key: a bad side must not be a hit on the default's
+    # before the key: a bad side must not be a hit on the default's, nor a bad pool or dtype fail after a pass
+    names = check_program(shape, taps, pool=pool, dtype=dtype, resolution=resolution)
+    side = check_resolution(shape, resolution)
     source = open_source(dataset, split, classes=classes, limit=limit, per_class=per_class, seed=seed,
                          on_error=on_error)
     model = None
@@ -110,19 +111,18 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     if hit is not None:
         return ExtractResult(hit, True, 0, time.perf_counter() - start, skipped=hit.skipped)
 
-    if model is None:
-        model = backbones.create(backbone, weights)
-    # only a miss needs the program (a hit skips placing the weights on every device); validates pool, dtype
-    apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)
-    infos = {t.name: t for t in model.tap_infos(side)}
+    if ray_engine is None:  # only a local miss needs the model and its program: Ray's workers build their own
+        model = model or backbones.create(backbone, weights)
+        apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)
+    infos = {t.name: t for t in shape.tap_infos(side)}
     specs = {t: TapSpec(pooled_shape(infos[t], pool), dtype, infos[t].stride, {"tap_index": i})
-             for i, t in enumerate(model.tap_names()) if t in names}
+             for i, t in enumerate(shape.tap_names()) if t in names}
     attrs = {"jax_version": jax.__version__, "flax_version": flax.__version__, "weights": str(weights)}
     with store.writer(key, specs, class_names=source.class_names, attrs=attrs, compression=compression,
                       timeout=lock_timeout) as writer:
         if writer.complete:  # another process finished it while we waited for the lock
             return ExtractResult(writer.entry, True, 0, time.perf_counter() - start, skipped=writer.entry.skipped)
-        p = model.preprocessing
+        p = shape.preprocessing
         geometry = Geometry(side, int(round(side * p.resize / p.resolution)) if p.resize else None, p.resample)
         geometry = None if source.native_shape else geometry
         compute_start = time.perf_counter()

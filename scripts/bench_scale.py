@@ -11,6 +11,10 @@ images, batch 32, each engine in a fresh interpreter with an empty cache. Per en
   - peak memory: the largest sum of RSS over the driver and every process under it (Ray's GCS, raylet,
     actors and task workers; pages of Ray's shared object store count once per process that maps them);
   - whether the entry is bit-identical to the local engine's.
+The last run joins a Ray instance started beforehand (`ray start --head`, as on a cluster), so its
+start-up has no instance start in it. Each engine keeps JAX's compiled programs in its own directory (the compile cache the commands use; Ray
+workers get it too). The runs marked "compiled on disk" repeat an engine with its directory already
+filled by the run before: a second extraction with the same backbone, resolution and batch, as users make.
 Prints a table with ratios against the local engine and the CPU model, writes results/bench_scale.json.
 The machine may be shared: the 1-minute load average before and after each run is recorded too.
 """
@@ -20,10 +24,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
 from benchlib import parse_args, report, run_worker, spawn
+
+from pipeline.cluster.engine import LOCAL_OBJECT_STORE_MB, local_system_config
 
 BATCH = 32
 
@@ -62,8 +69,12 @@ class _Watch(threading.Thread):
             time.sleep(0.05)
 
 
-def _extract(n: int, cache: str, engine: dict | None) -> dict:
-    """One extraction into `cache`; engine None: local, else RayEngine(**engine) on a local instance."""
+def _extract(n: int, cache: str, compiled: str, engine: dict | None) -> dict:
+    """One extraction into `cache` with the compile cache in `compiled`; engine None: local, else
+    RayEngine(**engine) on a local instance."""
+    from pipeline.compile_cache import enable_compile_cache
+
+    enable_compile_cache(compiled)  # before JAX is imported: its environment reaches the Ray workers too
     from pipeline.cluster import RayEngine
     from pipeline.extract import extract
 
@@ -96,6 +107,11 @@ def _identical(a: str, b: str) -> bool:
         return same and attrs == {k: str(v) for k, v in fb.attrs.items() if k != "created"}
 
 
+def _ray(*args: str) -> None:
+    """The `ray` command of this environment (start/stop a local cluster)."""
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), *args], check=True, capture_output=True)
+
+
 def _cpu_model() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
@@ -109,12 +125,24 @@ def main() -> None:
     import tempfile
 
     n = 256 if args.quick else 2000
-    runs = {"local": None, "ray 1 worker": {"workers": 1}, "ray 2 workers": {"workers": 2}}
+    warm, joined = ", compiled on disk", "ray 2 workers, joining a running instance"
+    runs = {"local": None, f"local{warm}": None, "ray 1 worker": {"workers": 1}, "ray 2 workers": {"workers": 2},
+            f"ray 2 workers{warm}": {"workers": 2}, joined + warm: {"workers": 2, "address": "auto"}}
     results: dict = {"n": n, "batch": BATCH, "cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, engine in runs.items():
+            if name.startswith(joined):  # a cluster started beforehand, as `ray start --head` on a real one
+                _ray("start", "--head", f"--num-cpus={results['cores']}", "--include-dashboard=false",
+                     f"--object-store-memory={LOCAL_OBJECT_STORE_MB << 20}",
+                     f"--system-config={json.dumps(local_system_config(results['cores']))}")
             load = os.getloadavg()[0]
-            run = spawn(__file__, "extract", n, os.path.join(tmp, name.replace(" ", "_")), engine)
+            key = "ray 2 workers" if name.startswith(joined) else name.removesuffix(warm)
+            compiled = os.path.join(tmp, "jit-" + key.replace(" ", "_"))
+            try:
+                run = spawn(__file__, "extract", n, os.path.join(tmp, name.replace(" ", "_")), compiled, engine)
+            finally:
+                if name.startswith(joined):
+                    _ray("stop")
             results["runs"][name] = {**run, "load_before": load, "load_after": os.getloadavg()[0]}
             print(f"{name}: {json.dumps(results['runs'][name])}", flush=True)
         local = results["runs"]["local"]
@@ -126,9 +154,10 @@ def main() -> None:
               "peak RSS MB", "load avg", "bit-identical")
     rows = [header]
     for name, run in results["runs"].items():
-        rate = run["images_per_s"]
+        rate, base = run["images_per_s"], results["runs"]["local" + (warm if name.endswith(warm) else "")]
+        run["extra_startup_s"] = run["startup_s"] - base["startup_s"]  # against the local run of the same cache state
         rows.append((name, f"{rate:.1f}", f"{rate / local['images_per_s']:.2f}x", f"{run['startup_s']:.1f}",
-                     f"{run['startup_s'] - local['startup_s']:+.1f}", f"{run['call_s']:.1f}",
+                     f"{run['extra_startup_s']:+.1f}", f"{run['call_s']:.1f}",
                      f"{run['peak_rss_mb']:.0f}", f"{run['load_before']:.1f}-{run['load_after']:.1f}",
                      str(run["identical_to_local"])))
     report(rows, results, "bench_scale")

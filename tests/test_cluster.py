@@ -28,7 +28,8 @@ from pipeline.store.blocks import MissingRowsError, adopt_blocks, blocks_dir, wr
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
-pytestmark = pytest.mark.ray
+# xdist_group: one Ray cluster at a time, never beside the four-cases quick run (both use every core)
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("whole-machine")]
 
 TINY = dict(backbone="seednet_tiny", dataset="digits", taps=["conv2", "fc1"], weights="random", limit=300,
             batch_size=32)
@@ -88,9 +89,10 @@ def _actor_pids() -> list[int]:
 
 @pytest.mark.timeout(180)
 def test_cli_ray_entry_is_bit_identical_on_two_nodes_out_of_order_and_after_a_worker_sigkill(
-        ray_instance, local_entry, tmp_path, monkeypatch, capsys):
-    """One Ray run (they cost seconds each here) checks four things: the CLI, two nodes, ranges
-    finishing out of order, and a worker SIGKILLed mid-run being replaced with nothing lost or doubled."""
+        ray_instance, local_entry, tmp_path, monkeypatch, capsys, store_every_program):
+    """One Ray run (they cost seconds each here) checks five things: the CLI, two nodes, ranges finishing
+    out of order, a worker SIGKILLed mid-run being replaced with nothing lost or doubled, and the workers
+    storing their compiled backbone in the command's compile cache (the driver compiles none)."""
     # A worker holds 0.75 of a node's single CPU, so the two workers run on the two nodes.
     assert sorted(n["Resources"]["CPU"] for n in ray.nodes() if n["Alive"]) == [1.0, 1.0]
     # Ranges go to the workers last-first, so they finish far out of position order.
@@ -122,6 +124,21 @@ def test_cli_ray_entry_is_bit_identical_on_two_nodes_out_of_order_and_after_a_wo
     assert killed and killed[0] < 300 // 8  # killed before every range was stored
     assert_same_entry(summary["path"], local_entry)
     assert not any(tmp_path.glob("*.partial"))  # shards adopted, partial directory gone
+    assert any(f.name.startswith(("jit__forward", "jit__run")) for f in (tmp_path / "jax-compile").iterdir())
+
+
+def test_workers_get_their_core_budget_and_the_compile_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 --xla_cpu_enable_fast_math=false")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    assert RayEngine(cpus_per_worker=3).actor_env() == {
+        "XLA_FLAGS": "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=3",
+        "OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3"}
+    # enable_compile_cache's environment (what the commands switch on) reaches every worker
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    env = RayEngine().actor_env()
+    assert (env["JAX_COMPILATION_CACHE_DIR"], env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]) == (str(tmp_path), "0.1")
 
 
 def test_missing_or_wrong_shard_is_refused(local_entry, tmp_path):

@@ -98,6 +98,24 @@ def check_resolution(model: Backbone, resolution: int | None) -> int:
     return resolution
 
 
+def check_program(model: Backbone, taps: Iterable[Tap], *, pool: str, dtype: str,
+                  resolution: int | None) -> tuple[str, ...]:
+    """The tap names `frozen_apply` computes, after validating its dtype, resolution and `pool` for every
+    tap; needs only shapes, so `backbones.abstract(...)` serves (a Ray driver builds no model).
+
+    Raises:
+      ValueError: naming the bad value and listing the valid ones.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    side = check_resolution(model, resolution)
+    names = tuple(resolve_taps(model.tap_names(), taps))
+    for info in model.tap_infos(side):
+        if info.name in names:
+            pooled_shape(info, pool)
+    return names
+
+
 def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dtype: str = "float32",
                  resolution: int | None = None) -> Callable[[jax.Array], dict[str, jax.Array]]:
     """Compiles preprocessing + the network up to the deepest tap + pooling.
@@ -112,13 +130,7 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
       f(images uint8 (B, H, W, C)) -> {tap: float32 (B, ...)}; the parameters are arguments of the
       compiled program, not constants folded into it.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    check_resolution(model, resolution)
-    names = tuple(resolve_taps(model.tap_names(), taps))
-    for info in model.tap_infos(resolution):  # validates `pool` for every tap before any compile
-        if info.name in names:
-            pooled_shape(info, pool)
+    names = check_program(model, taps, pool=pool, dtype=dtype, resolution=resolution)
     graph, state = nnx.split(model)
     static = {"names": names, "pool": pool, "dtype": dtype, "resolution": resolution}
     try:

@@ -107,7 +107,9 @@ def print_extract(result) -> None:
 
 def _extract(args: argparse.Namespace) -> None:
     from pipeline.cli import print_json
+    from pipeline.compile_cache import use_compile_cache
 
+    use_compile_cache(args.cache_dir)  # a later extraction (or Ray worker) loads the compiled backbone
     result = extract_with_progress(
         args.backbone, args.dataset, args.layers or [DEFAULT_TAP], quiet=args.json,  # extract resolves it
         weights=args.weights, split=args.split, classes=parse_classes(args.classes), limit=args.limit,

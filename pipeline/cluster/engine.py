@@ -7,6 +7,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from pipeline.compile_cache import ENV_DIR, ENV_MIN_SECS
+
 ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'pipeline[ray]' (from a checkout: pip install -e '.[ray]')"
 # Logical CPUs an actor reserves per core it computes on. Actors holding every CPU of a node left none
@@ -59,11 +61,14 @@ class RayEngine:
 
     def actor_env(self) -> dict[str, str]:
         """Environment of a worker: its core budget, since a Ray actor sees (and XLA sizes itself to) the
-        whole node. One XLA host device per core (as pipeline._xla sets for a whole machine)."""
+        whole node. One XLA host device per core (as pipeline._xla sets for a whole machine). And this
+        process's compile cache (pipeline.compile_cache), if on: a worker then loads the programs an earlier
+        run compiled instead of compiling them again (seconds of its start-up)."""
         flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
         flags.append(f"--xla_force_host_platform_device_count={self.cpus_per_worker}")
         threads = str(self.cpus_per_worker)
-        return {"XLA_FLAGS": " ".join(flags), "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        cache = {k: os.environ[k] for k in (ENV_DIR, ENV_MIN_SECS) if k in os.environ}
+        return {"XLA_FLAGS": " ".join(flags), "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, **cache}
 
     def worker_count(self, cluster: dict[str, float]) -> int:
         """`workers`, or as many as the cluster's resources hold; an error when they do not fit, since
