@@ -4,7 +4,7 @@ row (ImageNet EfficientNet-Lite0 on Fashion-MNIST and digits), and `transfer` (t
 cell with a quarter of the time all the cell's recipes took.
 
     python -m scripts.four_cases            # the full run: 46 min on 2 CPU cores, empty caches
-    python -m scripts.four_cases --quick    # tiny network and subsets: the code path in about 2 minutes
+    python -m scripts.four_cases --quick    # tiny network and subsets: the code path in about 1.5 minutes
     python -m scripts.four_cases --engine ray --address HEAD:6379   # the runs as Ray tasks on a cluster
 
 (from the repository root; tests import it as `scripts.four_cases`).
@@ -15,7 +15,8 @@ every run writes its own case.json / metrics.json as it ends; the recipes share 
 OUT/cache (so their seconds include extracting). Then `transfer` runs once per cell and seed (and real-world
 target), its budget a quarter of the seconds that cell's recipes took for that seed, with its own feature
 store (the recipes' cached features would make its frozen phase free); results.json and the report come
-last. Every finished run is kept in OUT/jobs: a rerun with the same OUT continues (a fresh OUT starts over).
+last. Every finished run (the sources too) is kept in OUT/jobs: a rerun with the same OUT continues (a fresh
+OUT starts over).
 
 Source: `seednet_s` (seednet at half the conv widths, twice as fast to train) pre-trained from scratch
 (seed 0) on Fashion-MNIST classes 0-4 (t-shirt, trouser, pullover, dress, coat). Targets:
@@ -28,8 +29,9 @@ Source: `seednet_s` (seednet at half the conv widths, twice as fast to train) pr
 small = `--small` images per class, large = all. Val and test splits are whole, so the small and large
 cells of one target are scored on the same images. Two more targets (not in the 2x2 table, so that
 `transfer`'s rule is checked on data it was not designed on) use a second source, `seednet_s` pre-trained
-on Fashion-MNIST 5-9: Fashion-MNIST 0-4 (small) and 0-4 with shuffled patches (large). Writes OUT/report.md, OUT/transfer_curve.png and
-OUT/results.json.
+on Fashion-MNIST 5-9: Fashion-MNIST 0-4 (small) and 0-4 with shuffled patches (large). `--quick` cuts every
+Fashion-MNIST target to its first 200 images per class (an npz file: 720 train, 80 val, 200 test), so that
+its many evaluations stay small. Writes OUT/report.md, OUT/transfer_curve.png and OUT/results.json.
 """
 
 from __future__ import annotations
@@ -55,17 +57,18 @@ from pipeline.paths import CACHE_ENV
 from pipeline.data import open_source
 from pipeline.finetune import FinetuneSettings, finetune
 from pipeline.jobs import Job, available_cores, core_groups, run_jobs
-from pipeline.pretrain import pretrain
+from pipeline.pretrain import PretrainResult, pretrain
 from pipeline.strategy import CaseResult, advise, run_case, transfer
 from scripts.four_cases_report import write_report
 
 SIMILAR = [5, 6, 7, 8, 9]
 SOURCES = {"0-4": [0, 1, 2, 3, 4], "5-9": SIMILAR}  # pre-training classes of Fashion-MNIST, by name
 TRANSFER_SHARE = 0.25  # transfer's budget: this share of the seconds all recipes of a cell took (per seed)
-# Real-world targets transfer does not run on: all 54,000 Fashion-MNIST images through EfficientNet-Lite0.
-# Its budget (a quarter of the frozen recipes' pass over two taps) is far below its own pass over every
-# tap, and in the one run made (2026-12-05) the worker died after 18 min in it (a segfault in OpenBLAS).
-REAL_TRANSFER_SKIPPED = {("fashion-mnist", "large")}
+# Real-world targets with only the frozen recipes (no fine-tune, no `transfer`): all 54,000 Fashion-MNIST
+# images through EfficientNet-Lite0. A CPU cannot fine-tune on them in this experiment's time, and without
+# that recipe transfer's budget (a quarter of the frozen recipes' pass over two taps) is far below its own
+# pass over every tap; in the one run made (2026-12-05) its worker died after 18 min (a segfault in OpenBLAS).
+REAL_FROZEN_ONLY = {("fashion-mnist", "large")}
 # fine-tune: the seeds' recipe (lp-ft, backbone at 0.1x the head's rate); fine-tune 1x: the backbone at the head's rate
 RECIPES = ("last-tap head", "early-tap head", "fine-tune", "fine-tune 1x", "scratch")
 MODES = {  # "full" is the experiment; "quick" runs the same code on a tiny network and subsets
@@ -73,20 +76,25 @@ MODES = {  # "full" is the experiment; "quick" runs the same code on a tiny netw
                  epochs_large=1, curve_per_class=300, curve_epochs=5, curve_layers=(1, 2, 3, 4, 5),
                  curve_lrs=(1e-3, 1e-2),  # each curve point keeps the better on validation
                  real=("efficientnet_lite0", 64, "pretrained"), real_small=100, real_epochs=3,
-                 min_budget=0.0, transfer_candidates=None),  # transfer searches every family
+                 min_budget=0.0, transfer_candidates=None,  # transfer searches every family
+                 data_per_class=None),  # the whole Fashion-MNIST targets
     "quick": dict(backbone="seednet_tiny", source_epochs=1, source_per_class=100, small=20, large=60, seeds=2,
                   epochs_small=1, epochs_large=1, curve_per_class=20, curve_epochs=2, curve_layers=(1, 5),
                   curve_lrs=(1e-2,),
                   real=("efficientnet_lite_tiny", 32, "random"), real_small=10, real_epochs=1,
                   # minutes: the tiny recipes take seconds, less than transfer's first extraction; ridge only
-                  min_budget=0.25, transfer_candidates=("ridge",)),
+                  min_budget=0.25, transfer_candidates=("ridge",),
+                  data_per_class=200),  # Fashion-MNIST targets cut to 200 images per class: small val/test splits
 }
 
 
-def permuted_patches(out: Path, seed: int = 0, patch: int = 7, classes: str = "5-9") -> str:
-    """Writes Fashion-MNIST `classes` (train + test) with a fixed permutation of its patch grid; returns the
-    npz spec."""
-    path = out / f"fmnist{classes}-patches{patch}-seed{seed}.npz"
+def fashion_npz(out: Path, classes: str = "5-9", patch: int | None = 7, per_class: int | None = None,
+                seed: int = 0) -> str:
+    """Writes Fashion-MNIST `classes` (train + test) as an npz data set, each image's grid of `patch` x `patch`
+    patches in one fixed random order (None: as they are), at most `per_class` images of each class (None:
+    all; the first ones in file order); returns its spec."""
+    name = f"fmnist{classes}" + (f"-patches{patch}-seed{seed}" if patch else "") + (f"-{per_class}pc" if per_class else "")
+    path = out / f"{name}.npz"
     if not path.is_file():
         images, labels = [], []
         for split in ("trainval", "test"):
@@ -94,37 +102,56 @@ def permuted_patches(out: Path, seed: int = 0, patch: int = 7, classes: str = "5
             for batch in source.iter_batches(4096):
                 images.append(batch.images[..., 0])
                 labels.append(batch.labels)
-        x = np.concatenate(images)
-        g = x.shape[1] // patch
-        order = np.random.default_rng(seed).permutation(g * g)
-        tiles = x.reshape(len(x), g, patch, g, patch).transpose(0, 1, 3, 2, 4).reshape(len(x), g * g, patch, patch)
-        x = tiles[:, order].reshape(len(x), g, g, patch, patch).transpose(0, 1, 3, 2, 4).reshape(x.shape)
+        x, y = np.concatenate(images), np.concatenate(labels)
+        if per_class:
+            keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)]))
+            x, y = x[keep], y[keep]
+        if patch:
+            g = x.shape[1] // patch
+            order = np.random.default_rng(seed).permutation(g * g)
+            tiles = x.reshape(len(x), g, patch, g, patch).transpose(0, 1, 3, 2, 4).reshape(len(x), g * g, patch, patch)
+            x = tiles[:, order].reshape(len(x), g, g, patch, patch).transpose(0, 1, 3, 2, 4).reshape(x.shape)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, images=x, labels=np.concatenate(labels), class_names=np.array(source.class_names))
+        np.savez(path, images=x, labels=y, class_names=np.array(source.class_names))
     return f"npz:{path}"
 
 
-def cells(cfg: dict, permuted: dict[str, str]) -> list[dict]:
+def target_data(cfg: dict, out: Path) -> dict[str, tuple[str, list[int] | None]]:
+    """(spec, classes) of each Fashion-MNIST target: 'similar' (5-9), '0-4', and their shuffled-patch sets
+    'patches 5-9', 'patches 0-4'. The whole sets in the full run; in quick mode npz files of
+    cfg['data_per_class'] images per class, so that validation and test splits are small too."""
+    cap = cfg["data_per_class"]
+    data = {f"patches {c}": (fashion_npz(out, c, per_class=cap), None) for c in SOURCES}
+    for name, c in (("similar", "5-9"), ("0-4", "0-4")):
+        data[name] = (fashion_npz(out, c, patch=None, per_class=cap), None) if cap else ("fashion-mnist", SOURCES[c])
+    return data
+
+
+def cells(cfg: dict, data: dict[str, tuple]) -> list[dict]:
     """The targets: (size, similarity) cells of the 2x2 table (source Fashion-MNIST 0-4), a small permuted
-    row, and two targets of the second source (5-9). `permuted`: the shuffled-patch data sets by classes."""
+    row, and two targets of the second source (5-9). `data`: `target_data`'s (spec, classes) by name."""
     small, large = cfg["small"], cfg.get("large")
+
+    def on(name: str) -> dict:
+        return dict(zip(("dataset", "classes"), data[name]))
+
     table = [
-        dict(name="small + similar", size="small", sim="similar", dataset="fashion-mnist", classes=SIMILAR,
-             per_class=small, epochs=cfg["epochs_small"]),
+        dict(name="small + similar", size="small", sim="similar", **on("similar"), per_class=small,
+             epochs=cfg["epochs_small"]),
         dict(name="small + different", size="small", sim="different", dataset="digits", classes=None,
              per_class=small, epochs=cfg["epochs_small"]),
-        dict(name="small + different (patches)", size="small", sim="different", dataset=permuted["5-9"], classes=None,
+        dict(name="small + different (patches)", size="small", sim="different", **on("patches 5-9"),
              per_class=small, epochs=cfg["epochs_small"], extra=True),
-        dict(name="large + similar", size="large", sim="similar", dataset="fashion-mnist", classes=SIMILAR,
-             per_class=large, epochs=cfg["epochs_large"]),
-        dict(name="large + different", size="large", sim="different", dataset=permuted["5-9"], classes=None,
-             per_class=large, epochs=cfg["epochs_large"]),
+        dict(name="large + similar", size="large", sim="similar", **on("similar"), per_class=large,
+             epochs=cfg["epochs_large"]),
+        dict(name="large + different", size="large", sim="different", **on("patches 5-9"), per_class=large,
+             epochs=cfg["epochs_large"]),
     ]
     others = [
-        dict(name="small, source 5-9: Fashion-MNIST 0-4", size="small", sim="similar", dataset="fashion-mnist",
-             classes=SOURCES["0-4"], per_class=small, epochs=cfg["epochs_small"], source="5-9"),
-        dict(name="large, source 5-9: 0-4 patches", size="large", sim="different", dataset=permuted["0-4"],
-             classes=None, per_class=large, epochs=cfg["epochs_large"], source="5-9"),
+        dict(name="small, source 5-9: Fashion-MNIST 0-4", size="small", sim="similar", **on("0-4"),
+             per_class=small, epochs=cfg["epochs_small"], source="5-9"),
+        dict(name="large, source 5-9: 0-4 patches", size="large", sim="different", **on("patches 0-4"),
+             per_class=large, epochs=cfg["epochs_large"], source="5-9"),
     ]
     return [dict(cell, source="0-4") for cell in table] + [dict(cell, extra=True) for cell in others]
 
@@ -280,7 +307,7 @@ def real_jobs(cfg: dict, out: Path) -> list[Job]:
             big = 6 if dataset == "fashion-mnist" and size == "large" else 1
             jobs.append(Job(("real", dataset, size, "frozen"), real_frozen,
                             dict(name=name, dataset=dataset, out=where, **kw), 60 * big))
-            if size == "small":
+            if (dataset, size) not in REAL_FROZEN_ONLY:
                 jobs.append(Job(("real", dataset, size, "case3"), run_case,
                                 dict(case=3, backbone=name, dataset=dataset, out=where / "case3",
                                      settings=FinetuneSettings(epochs=cfg["real_epochs"], flip=False), **kw), 150))
@@ -288,19 +315,19 @@ def real_jobs(cfg: dict, out: Path) -> list[Job]:
 
 
 def real_seconds(done: dict, dataset: str, size: str) -> float:
-    """The seconds the recipes of one real-world target took (frozen pair, and case 3 on small sets)."""
-    tuned = done["real", dataset, size, "case3"].seconds if size == "small" else 0.0
+    """The seconds the recipes of one real-world target took (frozen pair, and case 3 where it ran)."""
+    tuned = 0.0 if (dataset, size) in REAL_FROZEN_ONLY else done["real", dataset, size, "case3"].seconds
     return done["real", dataset, size, "frozen"]["frozen seconds"] + tuned
 
 
 def real_transfer_jobs(cfg: dict, done: dict, out: Path) -> list[Job]:
     """`transfer` on each real-world target within TRANSFER_SHARE of the seconds its recipes took, but
-    all of Fashion-MNIST (see REAL_TRANSFER_SKIPPED)."""
+    all of Fashion-MNIST (see REAL_FROZEN_ONLY)."""
     name, side, weights = cfg["real"]
     jobs = []
     for dataset in ("fashion-mnist", "digits"):
         for size, per_class in (("small", cfg["real_small"]), ("large", None)):
-            if (dataset, size) in REAL_TRANSFER_SKIPPED:
+            if (dataset, size) in REAL_FROZEN_ONLY:
                 continue
             budget = max(cfg["min_budget"], TRANSFER_SHARE * real_seconds(done, dataset, size) / 60)
             jobs.append(Job(("real", dataset, size, "transfer"), transfer_run, dict(
@@ -316,10 +343,10 @@ def real_result(cfg: dict, done: dict) -> list[dict]:
         for size, per_class in (("small", cfg["real_small"]), ("large", None)):
             row = dict(dataset=dataset, size=size, n_train=len(open_source(dataset, "train", per_class=per_class)))
             row.update(done["real", dataset, size, "frozen"])
-            if size == "small":
+            if (dataset, size) not in REAL_FROZEN_ONLY:
                 row["fine-tune"] = done["real", dataset, size, "case3"].test_accuracy
             best = max(row[k] for k in ("last-tap head", "early-tap head", "fine-tune") if k in row)
-            row["transfer"] = None if (dataset, size) in REAL_TRANSFER_SKIPPED else \
+            row["transfer"] = None if (dataset, size) in REAL_FROZEN_ONLY else \
                 transfer_summary([done["real", dataset, size, "transfer"]], best)
             row["recipes seconds"] = real_seconds(done, dataset, size)
             rows.append(row)
@@ -332,6 +359,8 @@ def describe(job: Job, result) -> str:
         return f"test {result.test_accuracy:.3f} ({result.choice})"
     if isinstance(result, tuple):
         return ", ".join(f"case {r.case} test {r.test_accuracy:.3f} ({r.choice})" for r in result)
+    if isinstance(result, PretrainResult):
+        return f"{job.kwargs['backbone']} on Fashion-MNIST {job.key[1]}: test accuracy {result.test_accuracy:.3f}"
     if hasattr(result, "best_val_accuracy"):
         return f"val {result.best_val_accuracy:.3f}, test {result.test_accuracy:.3f}"
     if hasattr(result, "case"):
@@ -406,20 +435,20 @@ def experiment(args: argparse.Namespace, engine, out: Path) -> int:
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f} s] {text}", flush=True)
 
+    kept = len(list((out / "jobs").glob("*.pkl")))  # runs stored by earlier invocations (see `run`)
     backbone = cfg["backbone"]
-    sources = {}
-    for name, classes in SOURCES.items():
-        sources[name] = pretrain(backbone, "fashion-mnist", classes=classes, per_class=cfg["source_per_class"],
-                                 epochs=cfg["source_epochs"], seed=0,
-                                 out=out / "source" / f"{backbone}-{name}.safetensors")
-        log(f"source {backbone} on Fashion-MNIST {name}: test accuracy {sources[name].test_accuracy:.3f}")
-    weights = {name: source.path for name, source in sources.items()}
-    permuted = {classes: permuted_patches(out / "data", classes=classes) for classes in SOURCES}
-    targets = cells(cfg, permuted)
+    # the sources first, in this process (every recipe needs one); kept in OUT/jobs like every run
+    sources = run([Job(("source", name), pretrain, dict(
+        backbone=backbone, dataset="fashion-mnist", classes=classes, per_class=cfg["source_per_class"],
+        epochs=cfg["source_epochs"], seed=0, out=out / "source" / f"{backbone}-{name}.safetensors"), 1)
+        for name, classes in SOURCES.items()], 1, "local", log, out / "jobs")
+    weights = {name: sources["source", name].path for name in SOURCES}
+    data = target_data(cfg, out / "data")
+    targets = cells(cfg, data)
     jobs = [job for i, cell in enumerate(targets)
             for job in cell_jobs(i, cell, backbone, weights[cell["source"]], seeds, out)]
-    jobs += curve_jobs(cfg, backbone, weights["0-4"], {"similar": ("fashion-mnist", SIMILAR),
-                                                       "different": (permuted["5-9"], None)}, out)
+    jobs += curve_jobs(cfg, backbone, weights["0-4"], {"similar": data["similar"], "different": data["patches 5-9"]},
+                       out)
     jobs += [] if args.no_real_world else real_jobs(cfg, out)
     done = run(jobs, args.jobs, engine, log, out / "jobs")
     # transfer runs last: its budget is a share of what the recipes took
@@ -427,9 +456,9 @@ def experiment(args: argparse.Namespace, engine, out: Path) -> int:
     searches += [] if args.no_real_world else real_transfer_jobs(cfg, done, out)
     done |= run(searches, args.jobs, engine, log, out / "jobs")
     results = dict(mode="quick" if args.quick else "full", backbone=backbone, seeds=seeds, jobs=args.jobs,
-                   config=cfg, sources={name: dict(classes=SOURCES[name], test_accuracy=source.test_accuracy,
-                                                   seconds=source.seconds) for name, source in sources.items()},
-                   transfer_share=TRANSFER_SHARE,
+                   config=cfg, sources={name: dict(classes=SOURCES[name], test_accuracy=sources["source", name].test_accuracy,
+                                                   seconds=sources["source", name].seconds) for name in SOURCES},
+                   transfer_share=TRANSFER_SHARE, kept_runs=kept,
                    cells=[cell_result(i, cell, seeds, done) for i, cell in enumerate(targets)],
                    curve=curve_result(cfg, done), real_world=[] if args.no_real_world else real_result(cfg, done),
                    seconds=time.perf_counter() - start)

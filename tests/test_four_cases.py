@@ -10,11 +10,13 @@ from scripts import four_cases
 from scripts.four_cases_report import write_report
 
 # the experiment's source and similar target are real Fashion-MNIST (Debian's dataset-fashion-mnist; CI installs it)
-pytestmark = pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
+# xdist_group: the quick run keeps both cores busy; the suite's other worker never runs it beside the Ray tests
+pytestmark = [pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="dataset-fashion-mnist is not installed"),
+              pytest.mark.xdist_group("whole-machine")]
 
 
 def test_patch_permutation_moves_whole_patches(tmp_path):
-    spec = four_cases.permuted_patches(tmp_path, seed=1)
+    spec = four_cases.fashion_npz(tmp_path, seed=1)
     with np.load(spec.removeprefix("npz:")) as data:
         shuffled, labels = data["images"], data["labels"]
     first = next(open_source("fashion-mnist", "trainval", classes=four_cases.SIMILAR).iter_batches(1)).images[0, ..., 0]
@@ -22,6 +24,13 @@ def test_patch_permutation_moves_whole_patches(tmp_path):
     moved = {shuffled[0, r:r + 7, c:c + 7].tobytes() for r in range(0, 28, 7) for c in range(0, 28, 7)}
     assert moved == tiles and not np.array_equal(shuffled[0], first)  # same 16 patches, other places
     assert len(shuffled) == len(labels) == 35000 and set(np.unique(labels)) == set(range(5))
+    # quick mode's cut: the first 3 images of each class, in file order, unshuffled
+    with np.load(four_cases.fashion_npz(tmp_path, "0-4", patch=None, per_class=3).removeprefix("npz:")) as data:
+        cut, cut_labels = data["images"], data["labels"]
+    whole = next(open_source("fashion-mnist", "trainval", classes=[0, 1, 2, 3, 4]).iter_batches(60000))
+    expected = np.sort(np.concatenate([np.flatnonzero(whole.labels == c)[:3] for c in range(5)]))
+    np.testing.assert_array_equal(cut, whole.images[expected, ..., 0])
+    np.testing.assert_array_equal(cut_labels, whole.labels[expected])
 
 
 def test_quick_run_reports_the_numbers_it_measured(tmp_path):

@@ -224,9 +224,10 @@ def test_a_budget_spent_in_the_frozen_phase_screens_no_fine_tune(tmp_path, monke
         raise AssertionError("the fine-tunes' evidence was measured after the deadline")
 
     monkeypatch.setattr(transfer_module, "_evidence", evidence)
-    # TickClock: the budget's start reads it once, each ridge fit twice (the deadline check, its row's
-    # spent_at): 10 s let all five fits start, and the deadline has passed when the frozen phase ends
-    result = transfer("seednet_tiny", budget=10 / 60, clock=TickClock(), candidates=["ridge", "full"],
+    # TickClock: the budget's start and the extraction's end read it once each, each ridge fit twice (the
+    # deadline check, its row's spent_at): 11 s let all five fits start, and the deadline has passed when
+    # the frozen phase ends
+    result = transfer("seednet_tiny", budget=11 / 60, clock=TickClock(), candidates=["ridge", "full"],
                       weights=source, out=tmp_path, **TARGET)
     assert [r["status"] for r in result.leaderboard] == ["done"] * 5
     assert "The budget ended in the frozen phase: no fine-tune was screened." in result.reasons
@@ -303,8 +304,18 @@ def test_frozen_search_picks_on_validation_reads_test_once_writes_report_and_res
                  **(TARGET | dict(per_class=30)))
     with pytest.raises(TimeoutError, match=r"the budget of 0.0166.* minutes ended before any candidate finished; "
                                            r"rerun with the same --out to resume"):
-        transfer("seednet_tiny", budget=1 / 60, clock=TickClock(), candidates=["ridge"], weights=source,
-                 out=tmp_path / "none", **TARGET)  # one tick: over at the first check
+        transfer("seednet_tiny", budget=1 / 60, clock=TickClock(), candidates=["full"], weights=source,
+                 out=tmp_path / "none", **TARGET)  # one tick: over at the first check, no fine-tune starts
+
+
+def test_an_extraction_that_outlasts_the_budget_still_gives_the_first_ridge(tmp_path, source):
+    result = transfer("seednet_tiny", budget=1 / 60, clock=TickClock(), candidates=["ridge", "linear"],
+                      weights=source, out=tmp_path, **TARGET)  # one tick: over when the extraction ends
+    first, *rest = result.leaderboard
+    assert (first["name"], first["status"], result.winner) == ("ridge@conv1", "done", "ridge@conv1")
+    assert len(rest) > 1 and all(r["status"] == "skipped" for r in rest)
+    assert "The extraction pass outlasted the budget; ridge@conv1 ran anyway so that the features give a model." \
+        in result.reasons
 
 
 def test_a_fine_tuned_winner_is_exported_and_scored_on_test_once(tmp_path, test_reads, source):

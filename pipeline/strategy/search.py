@@ -126,7 +126,8 @@ def run_frozen(candidates: Sequence[Candidate], train, val, budget: Budget, resu
                seed: int) -> tuple[list[dict], dict[str, Any]]:
     """Every frozen candidate (stored ones read back), cheapest evidence first: the ridge fits in the given
     order, then the rest ordered by their tap's ridge score (`candidates.by_probe`); those reached after the
-    deadline are skipped.
+    deadline are skipped, but for the first: when the deadline passed before any candidate finished (the
+    extraction pass took it), the first still runs, so that the features paid for give a model.
 
     Returns:
       (rows, {name: fitted head} of the heads fitted in this call, so a winning head needs no refit).
@@ -143,7 +144,7 @@ def run_frozen(candidates: Sequence[Candidate], train, val, budget: Budget, resu
             if stored is not None:
                 rows.append({**stored, "resumed": True})
                 continue
-            if budget.clock() >= budget.deadline:
+            if budget.clock() >= budget.deadline and any(r["status"] == "done" for r in rows):
                 rows.append(record(c, "skipped", None, 0.0))
                 continue
             start = time.perf_counter()

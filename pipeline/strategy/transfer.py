@@ -27,7 +27,9 @@ The budget bounds wall time: no candidate starts after the deadline, nor a fine-
 median seconds per epoch of those finished so far x its epochs) would end past it; a running fine-tune
 stops at its next step (its checkpoints stay, so a rerun resumes it), and what finished decides. The
 overrun is at most one uninterruptible piece: an extraction pass, a head fit, or a fine-tune's setup and
-first compiled step; plus the winner's refit (ridge, or a head after a resume) and test pass. A rerun with the same
+first compiled step; plus the winner's refit (ridge, or a head after a resume) and test pass. When the
+extraction pass alone outlasts the budget, the first frozen candidate (the first tap's ridge) still runs,
+so a search with a frozen family always returns a model. A rerun with the same
 OUT skips every finished candidate (OUT/candidates/*.json, written atomically; a fine-tune's result is
 kept per epoch count); an OUT holding a search of another task or source is refused.
 """
@@ -119,6 +121,7 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
         entry = extract(backbone, dataset, taps, split=split, **common, **data).entry
         feats[split] = ({t: reduce_spatial(load(entry, t)[0], "flatten") for t in taps}, load(entry, taps[0])[1])
 
+    late = timer.clock() >= timer.deadline  # the extraction pass took the whole budget
     frozen, fitted = run_frozen(cands.frozen_candidates(families, taps), feats["train"], feats["val"], timer,
                                 results, seed)
     costly, reasons = [], []
@@ -141,7 +144,10 @@ def transfer(backbone: str, dataset: str, *, budget: float, weights: str | Path 
     best, why = pick(finished, len(feats["val"][1]))
     test_accuracy, path = _final(best, fitted, backbone, dataset, feats, common, classes, seed, out)
     reasons = ([f"Frozen phase: {sum(r['status'] == 'done' for r in frozen)} of {len(frozen)} candidates on "
-                f"{len(taps)} cached taps."] + reasons + notes
+                f"{len(taps)} cached taps."]
+               + ([f"The extraction pass outlasted the budget; {frozen[0]['name']} ran anyway so that the "
+                   "features give a model."] if late and frozen else [])
+               + reasons + notes
                + [why + f" Test accuracy, read once for it: {test_accuracy:.4f}."])
     result = TransferResult(best["name"], best["family"], best["val_accuracy"], test_accuracy, path, board, reasons,
                             timer.seconds, timer.spent(), out)
