@@ -110,17 +110,16 @@ class ClassifierSteps:
 
     def evaluate(self, state: TrainState, batches) -> dict[str, float]:
         """Mean loss and accuracy over an iterable of (images, labels) batches, weighted by size."""
-        total, loss, correct = 0, 0.0, 0.0
+        sizes, metrics = [], []
         params, rest = self.parallel.replicate((state.params, state.rest))
         for images, labels in batches:
-            metrics, _ = self.eval_step(params, rest, self.parallel.batch(images), self.parallel.batch(labels))
-            n = len(labels)
-            total += n
-            loss += float(metrics["loss"]) * n
-            correct += float(metrics["accuracy"]) * n
-        if total == 0:
+            sizes.append(len(labels))
+            metrics.append(self.eval_step(params, rest, self.parallel.batch(images), self.parallel.batch(labels))[0])
+        if not sizes:
             raise ValueError("evaluate() got no batches")
-        return {"loss": loss / total, "accuracy": correct / total}
+        metrics = jax.device_get(metrics)  # read once at the end: the batches are computed without waiting
+        total = sum(sizes)
+        return {k: sum(float(m[k]) * n for m, n in zip(metrics, sizes)) / total for k in ("loss", "accuracy")}
 
     def model(self, state: TrainState) -> nnx.Module:
         """The trained model in inference mode."""

@@ -1,4 +1,7 @@
-"""The one numeric comparison helper of the suite, with stated tolerances."""
+"""The one numeric comparison helper of the suite, with stated tolerances; the environment of test subprocesses."""
+
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -12,3 +15,11 @@ def assert_allclose(actual, desired, rtol: float = 1e-5, atol: float = 1e-5, err
     """The one numeric comparison of the suite; tolerances are always explicit at the call."""
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(desired, dtype=np.float64),
                                rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def shared_compile_env(directory: Path) -> dict[str, str]:
+    """This process's environment plus one persistent compilation cache in `directory` storing every program,
+    however fast it compiled: of several runs of the same command, only the first compiles (a tiny network's
+    eager initialisation is many small programs, seconds in all)."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(directory),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import assert_allclose
+from helpers import assert_allclose, shared_compile_env
 from PIL import Image
 
 from pipeline import backbones
@@ -103,7 +103,8 @@ def test_bad_images_fail_or_are_skipped_and_recorded(tmp_path):
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     script = Path(__file__).with_name("extract_script.py")
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    child = subprocess.Popen([sys.executable, str(script), str(killed), "0.2"])
+    env = shared_compile_env(tmp_path / "jit")
+    child = subprocess.Popen([sys.executable, str(script), str(killed), "0.2"], env=env)
     deadline = time.monotonic() + 120
     while not any(killed.glob("*.partial/*.npz")) or len(list(killed.glob("*.partial/*.npz"))) < 2:
         assert child.poll() is None, "the extraction finished before it could be killed"
@@ -112,10 +113,11 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert not list(killed.glob("*.h5"))  # an incomplete entry is never served
-    done = subprocess.run([sys.executable, str(script), str(killed), "0"], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, str(script), str(killed), "0"], capture_output=True, text=True, check=True,
+                          env=env)
     n = len(open_source("digits", "trainval", limit=256))
     assert done.stdout.startswith("computed") and int(done.stdout.split()[1]) < n  # resumed, not restarted
-    subprocess.run([sys.executable, str(script), str(clean), "0"], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(script), str(clean), "0"], check=True, capture_output=True, env=env)
     (a,), (b,) = killed.glob("*.h5"), clean.glob("*.h5")
     with h5py.File(a) as fa, h5py.File(b) as fb:
         for name in ("features/block3", "features/pool", "labels", "ids"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import assert_allclose
+from helpers import assert_allclose, shared_compile_env
 from pipeline import backbones
 from pipeline.weights import load_params
 
@@ -24,12 +24,6 @@ def _command(weights: Path, out: Path) -> list[str]:
             "--out", str(out), "--json"]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    """A persistent compilation cache shared by the three runs: they compile the same programs."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-
-
 def _run(command: list[str], env: dict[str, str]) -> dict:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -38,12 +32,12 @@ def _run(command: list[str], env: dict[str, str]) -> dict:
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     weights = backbones.save(backbones.create("seednet_tiny", "random", seed=5), tmp_path / "w.safetensors")
-    reference = _run(_command(weights, tmp_path / "straight"), _env(tmp_path))
+    reference = _run(_command(weights, tmp_path / "straight"), shared_compile_env(tmp_path / "jax-cache"))
     assert reference["resumed_from"] is None and reference["epochs_run"] == 3
 
     out = tmp_path / "killed"
     child = subprocess.Popen(_command(weights, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=_env(tmp_path))
+                             env=shared_compile_env(tmp_path / "jax-cache"))
     deadline = time.monotonic() + 240
     while not any(p.name.isdigit() for p in (out / "checkpoints").glob("*")) and child.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
@@ -53,7 +47,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     assert child.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (out / "backbone.safetensors").exists()
 
-    resumed = _run(_command(weights, out), _env(tmp_path))
+    resumed = _run(_command(weights, out), shared_compile_env(tmp_path / "jax-cache"))
     assert resumed["resumed_from"] is not None and resumed["resumed_from"] % 10 == 0
     for key in ("test_accuracy", "best_val_accuracy", "best_epoch", "history"):
         assert resumed[key] == reference[key], key
