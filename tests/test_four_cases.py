@@ -62,6 +62,14 @@ def test_quick_run_reports_the_numbers_it_measured(tmp_path):
     before = report
     write_report(results, tmp_path)  # re-rendering from results.json gives the same report
     assert (tmp_path / "report.md").read_text() == before
+    assert results["kept_runs"] == 0 and "whole run" in report
+    # a rerun with the same OUT continues: every run (the sources too) is read back, none computed again
+    stored = len(list((tmp_path / "jobs").glob("*.pkl")))
+    assert four_cases.main(["--quick", "--seeds", "1", "--no-real-world", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["kept_runs"] == stored == len(list((tmp_path / "jobs").glob("*.pkl")))
+    assert [c["mean"] for c in again["cells"]] == [c["mean"] for c in results["cells"]]
+    assert f"continuing {stored} runs stored by earlier ones" in (tmp_path / "report.md").read_text()
 
 
 def test_a_bad_job_count_is_refused_before_any_work(tmp_path, capsys):
