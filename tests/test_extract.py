@@ -1,5 +1,6 @@
 """Extraction into the feature cache, end to end, on tiny backbones and real small data."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -153,3 +154,18 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert main(["extract", "--backbone", "seednet_tiny", "--weights", "random", "--layer", "fc9",
                  "--cache-dir", str(tmp_path)]) == 2
     assert "unknown tap 'fc9'; valid taps: conv1, conv2, conv3, fc1, fc2, fc3" in capsys.readouterr().err
+
+
+def test_a_bad_pool_or_dtype_fails_before_any_work(tmp_path, monkeypatch):
+    """Validated on the abstract backbone, before the data, the key or a model: no engine builds one for it."""
+    monkeypatch.setattr(backbones, "create", lambda *a, **k: pytest.fail("a model was built"))
+    engines = ["local"] + (["ray"] if importlib.util.find_spec("ray") else [])
+    for engine in engines:
+        with pytest.raises(ValueError, match=r"pool 'cls' does not apply to tap 'conv2' \(a spatial map\); valid: "
+                                             r"avg, max, grid, none$"):
+            extract("seednet_tiny", "digits", ["conv2"], weights="random", pool="cls", engine=engine,
+                    cache_dir=tmp_path)
+        with pytest.raises(ValueError, match=r"^unknown dtype 'float16'; valid: float32, bfloat16$"):
+            extract("seednet_tiny", "digits", ["fc1"], weights="random", dtype="float16", engine=engine,
+                    cache_dir=tmp_path)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
