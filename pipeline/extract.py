@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline import backbones
 from pipeline.backbones.base import Tap
-from pipeline.backbones.frozen import check_program, check_resolution, frozen_apply, pooled_shape
+from pipeline.backbones.frozen import check_program, frozen_apply, pooled_shape
 from pipeline.cluster.engine import RayEngine, check_available, resolve_engine
 from pipeline.cluster.extraction import run_ray
 from pipeline.data import Batch, Geometry, Source, open_source
@@ -96,8 +96,8 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     shape = backbones.abstract(backbone, weights)  # shapes only: a hit, or a Ray driver, builds no model
     pool = pool or shape.default_pool
     # before the key: a bad side must not be a hit on the default's, nor a bad pool or dtype fail after a pass
-    names = check_program(shape, taps, pool=pool, dtype=dtype, resolution=resolution)
-    side = check_resolution(shape, resolution)
+    side, infos = check_program(shape, taps, pool=pool, dtype=dtype, resolution=resolution)
+    names = list(infos)
     source = open_source(dataset, split, classes=classes, limit=limit, per_class=per_class, seed=seed,
                          on_error=on_error)
     model = None
@@ -114,7 +114,6 @@ def extract(backbone: str, dataset: str, taps: Sequence[Tap], *, weights: str | 
     if ray_engine is None:  # only a local miss needs the model and its program: Ray's workers build their own
         model = model or backbones.create(backbone, weights)
         apply = frozen_apply(model, names, pool=pool, dtype=dtype, resolution=resolution)
-    infos = {t.name: t for t in shape.tap_infos(side)}
     specs = {t: TapSpec(pooled_shape(infos[t], pool), dtype, infos[t].stride, {"tap_index": i})
              for i, t in enumerate(shape.tap_names()) if t in names}
     attrs = {"jax_version": jax.__version__, "flax_version": flax.__version__, "weights": str(weights)}

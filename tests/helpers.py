@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.compile_cache import ENV_DIR, ENV_MIN_SECS
+
 # Stated tolerances: float32 networks compared with float32 references agree to ~1e-5
 # relative; ports compared with an independent implementation agree to 1e-3 absolute.
 TOL_F32 = dict(rtol=1e-5, atol=1e-5)
@@ -21,5 +23,4 @@ def shared_compile_env(directory: Path) -> dict[str, str]:
     """This process's environment plus one persistent compilation cache in `directory` storing every program,
     however fast it compiled: of several runs of the same command, only the first compiles (a tiny network's
     eager initialisation is many small programs, seconds in all)."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(directory),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    return {**os.environ, ENV_DIR: str(directory), ENV_MIN_SECS: "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}

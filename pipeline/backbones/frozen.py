@@ -99,21 +99,23 @@ def check_resolution(model: Backbone, resolution: int | None) -> int:
 
 
 def check_program(model: Backbone, taps: Iterable[Tap], *, pool: str, dtype: str,
-                  resolution: int | None) -> tuple[str, ...]:
-    """The tap names `frozen_apply` computes, after validating its dtype, resolution and `pool` for every
-    tap; needs only shapes, so `backbones.abstract(...)` serves (a Ray driver builds no model).
+                  resolution: int | None) -> tuple[int, dict[str, TapInfo]]:
+    """What `frozen_apply` computes, after validating its dtype, resolution and `pool` for every tap; needs
+    only shapes, so `backbones.abstract(...)` serves (a Ray driver builds no model).
 
+    Returns:
+      (input side, {tap name: TapInfo at that side} for the requested taps, in network order).
     Raises:
       ValueError: naming the bad value and listing the valid ones.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     side = check_resolution(model, resolution)
-    names = tuple(resolve_taps(model.tap_names(), taps))
-    for info in model.tap_infos(side):
-        if info.name in names:
-            pooled_shape(info, pool)
-    return names
+    names = resolve_taps(model.tap_names(), taps)
+    infos = {info.name: info for info in model.tap_infos(side) if info.name in names}
+    for info in infos.values():
+        pooled_shape(info, pool)
+    return side, {name: infos[name] for name in names}
 
 
 def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dtype: str = "float32",
@@ -130,7 +132,7 @@ def frozen_apply(model: Backbone, taps: Iterable[Tap], *, pool: str = "avg", dty
       f(images uint8 (B, H, W, C)) -> {tap: float32 (B, ...)}; the parameters are arguments of the
       compiled program, not constants folded into it.
     """
-    names = check_program(model, taps, pool=pool, dtype=dtype, resolution=resolution)
+    names = tuple(check_program(model, taps, pool=pool, dtype=dtype, resolution=resolution)[1])
     graph, state = nnx.split(model)
     static = {"names": names, "pool": pool, "dtype": dtype, "resolution": resolution}
     try:
